@@ -1,0 +1,119 @@
+#include "server/core/change_feed.h"
+
+#include <pqxx/pqxx>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/core/cursor.h"
+#include "server/storage/pg_session.h"
+
+namespace pulsesync {
+namespace {
+
+constexpr char kSnapshotStatement[] = "pulsesync_feed_snapshot";
+constexpr char kReadStatement[] = "pulsesync_feed_read";
+constexpr char kCompareStatement[] = "pulsesync_feed_compare";
+
+v1::EventType EventFromOp(absl::string_view op) {
+  if (op == "INSERT") return v1::EVENT_TYPE_INSERT;
+  if (op == "UPDATE") return v1::EVENT_TYPE_UPDATE;
+  if (op == "DELETE") return v1::EVENT_TYPE_DELETE;
+  return v1::EVENT_TYPE_UNSPECIFIED;
+}
+
+std::string TextOrEmpty(const pqxx::field& f) {
+  return f.is_null() ? std::string() : f.as<std::string>();
+}
+
+}  // namespace
+
+std::vector<PreparedStatement> ChangeFeedStatements() {
+  return {
+      // Must be the first statement of the transaction: in REPEATABLE READ
+      // it returns the transaction's own snapshot.
+      {kSnapshotStatement,
+       "SELECT pg_current_snapshot()::text, "
+       "(SELECT system_identifier FROM pg_control_system())::text"},
+      // $1 delivered (NULL = nothing yet), $2 upper bound, $3 after position, $4 limit.
+      {kReadStatement,
+       "SELECT position, schema_name, table_name, object_type, op, object_id::text, version, "
+       "new_row::text, old_row::text, origin_id, revision_id::text, "
+       "(extract(epoch FROM changed_at) * 1000)::bigint, team_id::text "
+       "FROM pulsesync.change_log "
+       "WHERE ($1::pg_snapshot IS NULL "
+       "       OR txid = ANY(pg_snapshot_xip($1::pg_snapshot)) "
+       "       OR txid >= pg_snapshot_xmax($1::pg_snapshot)) "
+       "  AND pg_visible_in_snapshot(txid, $2::pg_snapshot) "
+       "  AND position > $3 "
+       "ORDER BY position LIMIT $4"},
+      // Is the cursor's snapshot from this database's past?
+      {kCompareStatement,
+       "SELECT pg_snapshot_xmax($1::pg_snapshot) <= pg_snapshot_xmax($2::pg_snapshot)"},
+  };
+}
+
+absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor_text,
+                                     uint32_t limit) {
+  PS_ASSIGN_OR_RETURN(const Cursor cursor, DecodeCursor(cursor_text));
+  if (limit == 0) limit = 1;
+  PullPage page;
+  PS_RETURN_IF_ERROR(session.RunTransaction(
+      TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) -> absl::Status {
+        page = PullPage();
+        const pqxx::row snap = tx.exec_prepared1(kSnapshotStatement);
+        const std::string current = snap[0].as<std::string>();
+        const uint64_t system_id = snap[1].as<uint64_t>();
+        if (!cursor.at_start() && cursor.system_id != system_id) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "cursor belongs to another database (system identifier ", cursor.system_id,
+              ", this database is ", system_id, "): re-snapshot"));
+        }
+        const std::string& upper = cursor.batch_upper.empty() ? current : cursor.batch_upper;
+        if (!cursor.at_start()) {
+          const std::string& newest = cursor.batch_upper.empty() ? cursor.delivered : upper;
+          if (!tx.exec_prepared1(kCompareStatement, newest, current)[0].as<bool>()) {
+            return absl::FailedPreconditionError(
+                "cursor is ahead of this database (was it restored from a backup?): re-snapshot");
+          }
+        }
+        const pqxx::result rows = tx.exec_prepared(
+            kReadStatement,
+            cursor.delivered.empty() ? nullptr : cursor.delivered.c_str(), upper,
+            cursor.batch_after_position, static_cast<int64_t>(limit) + 1);
+        const size_t n = std::min<size_t>(rows.size(), limit);
+        page.changes.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          const pqxx::row& row = rows[i];
+          v1::Change c;
+          c.set_position(row[0].as<int64_t>());
+          c.set_schema(row[1].as<std::string>());
+          c.set_table(row[2].as<std::string>());
+          c.set_object_type(row[3].as<std::string>());
+          c.set_event(EventFromOp(row[4].as<std::string>()));
+          c.set_object_id(row[5].as<std::string>());
+          c.set_version(row[6].as<int64_t>());
+          c.set_new_record(TextOrEmpty(row[7]));
+          c.set_old_record(TextOrEmpty(row[8]));
+          c.set_origin_id(TextOrEmpty(row[9]));
+          c.set_revision_id(TextOrEmpty(row[10]));
+          c.set_commit_timestamp_ms(row[11].as<int64_t>());
+          c.set_team_id(TextOrEmpty(row[12]));
+          page.changes.push_back(std::move(c));
+        }
+        Cursor next;
+        next.system_id = system_id;
+        if (rows.size() > limit) {
+          next.delivered = cursor.delivered;
+          next.batch_upper = upper;
+          next.batch_after_position = page.changes.back().position();
+          page.has_more = true;
+        } else {
+          next.delivered = upper;
+        }
+        page.next_cursor = EncodeCursor(next);
+        return absl::OkStatus();
+      }));
+  return page;
+}
+
+}  // namespace pulsesync

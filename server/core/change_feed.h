@@ -1,0 +1,60 @@
+// The change feed reader: pages of committed changes after a cursor.
+//
+// Design note. A log position (an identity column) is assigned when a row is
+// inserted, not when its transaction commits: a reader that asks for
+// `position > last seen` loses the rows of a transaction that took its
+// positions early and committed late. So progress is measured in snapshots,
+// as PgQ does:
+//
+// 1. Each log row stores its writer's txid (pg_current_xact_id()).
+// 2. A read runs in one REPEATABLE READ transaction whose first statement
+//    takes `cur = pg_current_snapshot()`, which is the transaction's own
+//    snapshot.
+// 3. The rows of a batch are those whose txid is visible in `cur` and not in
+//    the cursor's `delivered` snapshot: txid = ANY(xip(delivered)) OR
+//    txid >= xmax(delivered). (`position > bound OR txid = ANY(xip)` would
+//    lose a transaction that had its xid at or past xmax.)
+// 4. They are returned in position order; two transactions that wrote the
+//    same row committed one after the other, so they arrive in that order.
+// 5. A batch larger than a page is paged by position under the same pair of
+//    snapshots; the cursor then carries `cur` as batch_upper. When the last
+//    page is read, `cur` becomes the new `delivered`.
+// 6. An open transaction delays only its own rows: it is in xip of the next
+//    cursor and is picked up when it commits.
+// 7. A cursor names the cluster (system identifier). One from another
+//    cluster, or from the future of this one (a restore), is refused with
+//    kFailedPrecondition: the client must re-snapshot.
+#ifndef PULSESYNC_SERVER_CORE_CHANGE_FEED_H_
+#define PULSESYNC_SERVER_CORE_CHANGE_FEED_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "pulsesync/v1/sync.pb.h"
+
+namespace pulsesync {
+
+class PgSession;
+struct PreparedStatement;
+
+struct PullPage {
+  std::vector<v1::Change> changes;
+  std::string next_cursor;
+  bool has_more = false;
+};
+
+// Reads up to `limit` (>= 1) changes after `cursor` (empty: from the start).
+// kInvalidArgument for a malformed cursor; kFailedPrecondition for a cursor
+// of another database; kUnavailable when PostgreSQL is down.
+absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor,
+                                     uint32_t limit);
+
+// Statements this module prepares on every connection.
+std::vector<PreparedStatement> ChangeFeedStatements();
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_CORE_CHANGE_FEED_H_

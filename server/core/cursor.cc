@@ -1,0 +1,68 @@
+#include "server/core/cursor.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "pulsesync/internal/cursor.pb.h"
+
+namespace pulsesync {
+namespace {
+constexpr absl::string_view kPrefix = "c1.";
+}  // namespace
+
+bool IsSnapshotText(absl::string_view s) {
+  std::vector<absl::string_view> parts = absl::StrSplit(s, ':');
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty()) return false;
+  auto digits = [](absl::string_view d) {
+    if (d.empty() || d.size() > 20) return false;
+    for (char c : d) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+    }
+    return true;
+  };
+  if (!digits(parts[0]) || !digits(parts[1])) return false;
+  if (parts[2].empty()) return true;
+  for (absl::string_view x : absl::StrSplit(parts[2], ',')) {
+    if (!digits(x)) return false;
+  }
+  return true;
+}
+
+std::string EncodeCursor(const Cursor& cursor) {
+  internal::CursorState state;
+  state.set_system_id(cursor.system_id);
+  state.set_delivered(cursor.delivered);
+  state.set_batch_upper(cursor.batch_upper);
+  state.set_batch_after_position(cursor.batch_after_position);
+  return absl::StrCat(kPrefix, absl::WebSafeBase64Escape(state.SerializeAsString()));
+}
+
+absl::StatusOr<Cursor> DecodeCursor(absl::string_view text) {
+  if (text.empty()) return Cursor{};
+  auto invalid = [](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("malformed cursor: ", why));
+  };
+  if (!absl::StartsWith(text, kPrefix)) return invalid("unknown format (expected \"c1.\" prefix)");
+  std::string bytes;
+  if (!absl::WebSafeBase64Unescape(text.substr(kPrefix.size()), &bytes)) {
+    return invalid("not base64url");
+  }
+  internal::CursorState state;
+  if (!state.ParseFromString(bytes)) return invalid("undecodable");
+  Cursor c;
+  c.system_id = state.system_id();
+  c.delivered = state.delivered();
+  c.batch_upper = state.batch_upper();
+  c.batch_after_position = state.batch_after_position();
+  if (c.system_id == 0) return invalid("no database identity");
+  if (!c.delivered.empty() && !IsSnapshotText(c.delivered)) return invalid("bad snapshot");
+  if (!c.batch_upper.empty() && !IsSnapshotText(c.batch_upper)) return invalid("bad batch bound");
+  if (c.batch_upper.empty() && c.batch_after_position != 0) return invalid("position without batch");
+  if (c.batch_after_position < 0) return invalid("negative position");
+  if (c.delivered.empty() && c.batch_upper.empty()) return invalid("empty position");
+  return c;
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,42 @@
+// Cursor: a position in the change log that any server replica can resume.
+//
+// What a cursor means: every change-log row whose transaction is visible in
+// the `delivered` snapshot has been delivered to the holder; nothing else has,
+// except, while a batch is being paged, the rows of the batch (transactions
+// visible in `batch_upper` but not in `delivered`) up to and including log
+// position `batch_after_position`. See change_feed.h for why snapshots and not
+// positions.
+//
+// Wire form: "c1." + base64url(serialized pulsesync.internal.CursorState).
+#ifndef PULSESYNC_SERVER_CORE_CURSOR_H_
+#define PULSESYNC_SERVER_CORE_CURSOR_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace pulsesync {
+
+struct Cursor {
+  uint64_t system_id = 0;
+  std::string delivered;    // pg_snapshot text; empty = nothing delivered
+  std::string batch_upper;  // pg_snapshot text; empty = not paging a batch
+  int64_t batch_after_position = 0;
+
+  bool at_start() const { return delivered.empty() && batch_upper.empty(); }
+};
+
+std::string EncodeCursor(const Cursor& cursor);
+
+// An empty string decodes to the start-of-log cursor (system_id 0).
+// kInvalidArgument when `text` is not a cursor this server issued.
+absl::StatusOr<Cursor> DecodeCursor(absl::string_view text);
+
+// True if `s` has the shape of a pg_snapshot text: "xmin:xmax:xip,xip,...".
+bool IsSnapshotText(absl::string_view s);
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_CORE_CURSOR_H_

@@ -1,0 +1,76 @@
+// pulsesyncd: flags -> ServerConfig -> RunServe / RunMigrate.
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "common/log.h"
+#include "server/service/server.h"
+
+namespace {
+
+std::string EnvOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+int EnvIntOr(const char* name, int fallback) {
+  int v;
+  return absl::SimpleAtoi(EnvOr(name, ""), &v) ? v : fallback;
+}
+
+}  // namespace
+
+ABSL_FLAG(std::string, database_url, EnvOr("DATABASE_URL", ""),
+          "PostgreSQL URL (env DATABASE_URL)");
+ABSL_FLAG(std::string, listen, EnvOr("PULSESYNC_LISTEN", "127.0.0.1:50051"),
+          "gRPC listen address; port 0 picks a free one (env PULSESYNC_LISTEN)");
+ABSL_FLAG(std::string, migrations_dir, EnvOr("PULSESYNC_MIGRATIONS_DIR", ""),
+          "directory of NNNN_name.sql migrations (env PULSESYNC_MIGRATIONS_DIR)");
+ABSL_FLAG(int, pool_size, EnvIntOr("PULSESYNC_POOL_SIZE", 4),
+          "database connections, one per worker (env PULSESYNC_POOL_SIZE)");
+ABSL_FLAG(int, max_batch_revisions, EnvIntOr("PULSESYNC_MAX_BATCH_REVISIONS", 1000),
+          "most revisions one ApplyRevisions call may carry");
+ABSL_FLAG(int, default_pull_limit, 500, "PullChanges page size when the client sets none");
+ABSL_FLAG(int, max_pull_limit, EnvIntOr("PULSESYNC_MAX_PULL_LIMIT", 5000),
+          "largest PullChanges page");
+ABSL_FLAG(int, max_payload_bytes, 1 << 20, "largest payload of one revision");
+ABSL_FLAG(std::string, port_file, "", "write the bound port to this file once serving");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "pulsesyncd [serve|migrate] [flags]\n"
+      "  serve    (default) serve the sync API until SIGINT/SIGTERM\n"
+      "  migrate  apply pending database migrations and exit");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::string command = args.size() > 1 ? args[1] : "serve";
+  if (args.size() > 2 || (command != "serve" && command != "migrate")) {
+    std::cerr << "pulsesyncd: unknown command; usage: pulsesyncd [serve|migrate] [flags]\n";
+    return 2;
+  }
+
+  pulsesync::ServerConfig config;
+  config.database_url = absl::GetFlag(FLAGS_database_url);
+  config.listen_address = absl::GetFlag(FLAGS_listen);
+  config.migrations_dir = absl::GetFlag(FLAGS_migrations_dir);
+  config.pool_size = absl::GetFlag(FLAGS_pool_size);
+  config.apply_limits.max_batch_revisions =
+      static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_max_batch_revisions)));
+  config.apply_limits.max_payload_bytes =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_payload_bytes)));
+  config.default_pull_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_default_pull_limit)));
+  config.max_pull_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_max_pull_limit)));
+  config.port_file = absl::GetFlag(FLAGS_port_file);
+
+  const absl::Status status = command == "migrate" ? pulsesync::RunMigrate(config)
+                                                   : pulsesync::RunServe(config);
+  if (!status.ok()) {
+    pulsesync::LogError("pulsesyncd failed", {{"command", command}, {"status", status}});
+    return 1;
+  }
+  return 0;
+}

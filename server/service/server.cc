@@ -1,0 +1,188 @@
+#include "server/service/server.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/core/change_feed.h"
+#include "server/core/migrator.h"
+#include "server/service/sync_service.h"
+#include "server/storage/pg_session.h"
+#include "server/storage/worker_pool.h"
+
+#ifndef PULSESYNC_SOURCE_MIGRATIONS_DIR
+#define PULSESYNC_SOURCE_MIGRATIONS_DIR ""
+#endif
+#ifndef PULSESYNC_INSTALL_MIGRATIONS_DIR
+#define PULSESYNC_INSTALL_MIGRATIONS_DIR "/usr/local/share/pulsesync/migrations"
+#endif
+
+namespace pulsesync {
+namespace {
+
+PgSessionOptions SessionOptions(const ServerConfig& config) {
+  PgSessionOptions o;
+  o.database_url = config.database_url;
+  for (auto& s : RevisionApplierStatements()) o.statements.push_back(std::move(s));
+  for (auto& s : ChangeFeedStatements()) o.statements.push_back(std::move(s));
+  return o;
+}
+
+absl::StatusOr<std::vector<Migration>> LoadConfiguredMigrations(const ServerConfig& config) {
+  const std::string dir =
+      config.migrations_dir.empty() ? DefaultMigrationsDir() : config.migrations_dir;
+  return LoadMigrations(dir);
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot write ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+void SetDefaultConnectTimeout() {
+  // A PostgreSQL that is down must not hang workers: libpq waits forever
+  // by default. An explicit connect_timeout in the URL still wins.
+  setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
+}
+
+}  // namespace
+
+std::string DefaultMigrationsDir() {
+  std::error_code ec;
+  const std::string source = PULSESYNC_SOURCE_MIGRATIONS_DIR;
+  if (!source.empty() && std::filesystem::is_directory(source, ec)) return source;
+  return PULSESYNC_INSTALL_MIGRATIONS_DIR;
+}
+
+struct SyncServer::Impl {
+  ServerConfig config;
+  std::unique_ptr<WorkerPool> pool;
+  std::unique_ptr<SyncServiceImpl> service;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  bool shut_down = false;
+};
+
+SyncServer::SyncServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SyncServer::~SyncServer() { Shutdown(absl::Seconds(5)); }
+
+int SyncServer::port() const { return impl_->port; }
+
+absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig& config) {
+  if (config.database_url.empty()) {
+    return absl::InvalidArgumentError("no database configured: set --database_url or DATABASE_URL");
+  }
+  SetDefaultConnectTimeout();
+  PS_ASSIGN_OR_RETURN(std::vector<Migration> migrations, LoadConfiguredMigrations(config));
+  {
+    PgSession session(SessionOptions(config));
+    absl::Status schema = CheckSchemaCurrent(session, migrations);
+    if (schema.code() == absl::StatusCode::kUnavailable) {
+      LogWarning("database unavailable at start-up; serving anyway, calls fail with "
+                 "UNAVAILABLE until it is back",
+                 {{"status", schema}});
+    } else if (!schema.ok()) {
+      return schema;
+    }
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->pool = std::make_unique<WorkerPool>(SessionOptions(config), config.pool_size,
+                                            config.max_queued_calls);
+  SyncServiceOptions options;
+  options.apply_limits = config.apply_limits;
+  options.default_pull_limit = config.default_pull_limit;
+  options.max_pull_limit = config.max_pull_limit;
+  impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &impl->port);
+  builder.RegisterService(impl->service.get());
+  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxSendMessageSize(config.max_message_bytes);
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || impl->port == 0) {
+    impl->pool->Stop();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address));
+  }
+  impl->server->GetHealthCheckService()->SetServingStatus(true);
+  if (!config.port_file.empty()) {
+    absl::Status s = WritePortFile(config.port_file, impl->port);
+    if (!s.ok()) {
+      impl->server->Shutdown();
+      impl->pool->Stop();
+      return s;
+    }
+  }
+  return std::unique_ptr<SyncServer>(new SyncServer(std::move(impl)));
+}
+
+void SyncServer::Shutdown(absl::Duration grace) {
+  if (impl_ == nullptr || impl_->shut_down) return;
+  impl_->shut_down = true;
+  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  impl_->server->Wait();
+  impl_->pool->Stop();
+}
+
+absl::Status RunServe(const ServerConfig& config) {
+  // Block the stop signals in every thread (they inherit the mask), and
+  // take them synchronously below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  PS_ASSIGN_OR_RETURN(std::unique_ptr<SyncServer> server, SyncServer::Start(config));
+  LogInfo("pulsesyncd serving",
+          {{"address", config.listen_address},
+           {"port", server->port()},
+           {"pool_size", config.pool_size},
+           {"pid", static_cast<int64_t>(getpid())},
+           {"stop", "send SIGINT (Ctrl-C) or SIGTERM"}});
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  LogInfo("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  server->Shutdown(absl::Seconds(10));
+  LogInfo("stopped");
+  return absl::OkStatus();
+}
+
+absl::Status RunMigrate(const ServerConfig& config) {
+  if (config.database_url.empty()) {
+    return absl::InvalidArgumentError("no database configured: set --database_url or DATABASE_URL");
+  }
+  SetDefaultConnectTimeout();
+  PS_ASSIGN_OR_RETURN(std::vector<Migration> migrations, LoadConfiguredMigrations(config));
+  PgSession session(SessionOptions(config));
+  PS_ASSIGN_OR_RETURN(int applied, ApplyMigrations(session, migrations));
+  LogInfo("migrations done", {{"applied", applied},
+                              {"total", static_cast<int64_t>(migrations.size())}});
+  return absl::OkStatus();
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,65 @@
+// pulsesyncd's process-level pieces: configuration, the running server, and
+// the two commands (`serve`, `migrate`).
+#ifndef PULSESYNC_SERVER_SERVICE_SERVER_H_
+#define PULSESYNC_SERVER_SERVICE_SERVER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/revision_applier.h"
+
+namespace pulsesync {
+
+struct ServerConfig {
+  std::string database_url;                 // libpq URL or key=value string
+  std::string listen_address = "127.0.0.1:50051";  // port 0 picks a free port
+  std::string migrations_dir;               // "" = the built-in default
+  int pool_size = 4;                        // database workers = connections
+  size_t max_queued_calls = 4096;           // beyond: RESOURCE_EXHAUSTED
+  ApplyLimits apply_limits;
+  uint32_t default_pull_limit = 500;
+  uint32_t max_pull_limit = 5000;
+  int max_message_bytes = 64 << 20;
+  std::string port_file;  // if set, the bound port is written here once serving
+};
+
+// The migrations directory to use when none is configured: the source tree's
+// for a build, else the installed share directory.
+std::string DefaultMigrationsDir();
+
+// A running pulsesyncd: gRPC server (SyncService, health, reflection) and its
+// database workers. Thread-safe.
+class SyncServer {
+ public:
+  // Loads the migrations, checks the schema is current (refuses to start
+  // with kFailedPrecondition if not; starts anyway, logging a warning, when
+  // PostgreSQL is unreachable), and starts listening.
+  static absl::StatusOr<std::unique_ptr<SyncServer>> Start(const ServerConfig& config);
+  ~SyncServer();  // Shutdown(5s)
+
+  int port() const;
+
+  // Stops accepting calls, lets running ones finish up to `grace`, then
+  // cancels the rest and stops the workers. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  struct Impl;
+  explicit SyncServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `pulsesyncd serve`: runs until SIGINT or SIGTERM, then shuts down cleanly.
+absl::Status RunServe(const ServerConfig& config);
+
+// `pulsesyncd migrate`: applies pending migrations and exits.
+absl::Status RunMigrate(const ServerConfig& config);
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_SERVICE_SERVER_H_

@@ -1,0 +1,127 @@
+#include "server/service/sync_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/brotli_codec.h"
+#include "common/log.h"
+#include "server/core/change_feed.h"
+#include "server/core/database_info.h"
+#include "server/storage/worker_pool.h"
+
+namespace pulsesync {
+namespace {
+
+constexpr char kServerVersion[] = "0.1.0";
+constexpr uint32_t kProtocolVersion = 1;
+
+// Finishes `reactor` from a worker, or at once if the pool refuses the job.
+void RunOnWorker(WorkerPool* pool, grpc::ServerUnaryReactor* reactor,
+                 std::function<absl::Status(PgSession&)> work) {
+  const bool queued = pool->Submit([reactor, work = std::move(work)](PgSession& session) {
+    reactor->Finish(ToGrpcStatus(work(session)));
+  });
+  if (!queued) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "server is overloaded or shutting down: retry with backoff"));
+  }
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, SyncServiceOptions options)
+    : pool_(pool), options_(std::move(options)) {}
+
+grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
+    grpc::CallbackServerContext* context, const v1::ApplyRevisionsRequest* request,
+    v1::ApplyRevisionsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::vector<v1::Revision>> revisions =
+      DecodeRevisions(*request, options_.apply_limits);
+  if (!revisions.ok()) {
+    reactor->Finish(ToGrpcStatus(revisions.status()));
+    return reactor;
+  }
+  RunOnWorker(pool_, reactor,
+              [this, response, revisions = std::move(*revisions)](PgSession& s) -> absl::Status {
+                absl::StatusOr<std::vector<v1::RevisionResult>> results =
+                    ApplyRevisionBatch(s, revisions, options_.apply_limits);
+                if (!results.ok()) {
+                  LogWarning("apply failed",
+                             {{"revisions", static_cast<int64_t>(revisions.size())},
+                              {"status", results.status()}});
+                  if (results.status().code() == absl::StatusCode::kUnknown) {
+                    // The commit may or may not have happened; a retry is
+                    // safe because revisions are idempotent.
+                    return absl::UnavailableError(results.status().message());
+                  }
+                  return results.status();
+                }
+                int64_t applied = 0, duplicate = 0, rejected = 0;
+                for (v1::RevisionResult& r : *results) {
+                  switch (r.outcome()) {
+                    case v1::RevisionResult::OUTCOME_APPLIED: ++applied; break;
+                    case v1::RevisionResult::OUTCOME_DUPLICATE: ++duplicate; break;
+                    default: ++rejected; break;
+                  }
+                  *response->add_results() = std::move(r);
+                }
+                LogDebug("applied batch", {{"applied", applied},
+                                           {"duplicate", duplicate},
+                                           {"rejected", rejected}});
+                return absl::OkStatus();
+              });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SyncServiceImpl::PullChanges(grpc::CallbackServerContext* context,
+                                                       const v1::PullChangesRequest* request,
+                                                       v1::PullChangesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  uint32_t limit = request->limit() == 0 ? options_.default_pull_limit : request->limit();
+  if (limit > options_.max_pull_limit) limit = options_.max_pull_limit;
+  const bool brotli = request->accept_encoding() == v1::PAYLOAD_ENCODING_BROTLI;
+  RunOnWorker(pool_, reactor,
+              [request, response, limit, brotli](PgSession& s) -> absl::Status {
+                absl::StatusOr<PullPage> page = ReadChanges(s, request->cursor(), limit);
+                if (!page.ok()) return page.status();
+                response->set_next_cursor(std::move(page->next_cursor));
+                response->set_has_more(page->has_more);
+                if (brotli && !page->changes.empty()) {
+                  v1::ChangeBatch batch;
+                  for (v1::Change& c : page->changes) *batch.add_changes() = std::move(c);
+                  response->set_encoding(v1::PAYLOAD_ENCODING_BROTLI);
+                  response->set_compressed_changes(BrotliCompress(batch.SerializeAsString()));
+                } else {
+                  for (v1::Change& c : page->changes) *response->add_changes() = std::move(c);
+                }
+                return absl::OkStatus();
+              });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SyncServiceImpl::GetServerInfo(grpc::CallbackServerContext* context,
+                                                         const v1::GetServerInfoRequest* request,
+                                                         v1::GetServerInfoResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  RunOnWorker(pool_, reactor, [this, response](PgSession& s) -> absl::Status {
+    absl::StatusOr<DatabaseInfo> info = DescribeDatabase(s);
+    if (!info.ok()) return info.status();
+    response->set_server_version(kServerVersion);
+    response->set_protocol_version(kProtocolVersion);
+    response->set_schema_migration(info->latest_migration);
+    response->set_database_id(absl::StrCat(info->system_id));
+    response->set_max_batch_revisions(options_.apply_limits.max_batch_revisions);
+    response->set_max_pull_limit(options_.max_pull_limit);
+    for (const std::string& t : info->object_types) response->add_object_types(t);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,53 @@
+// The gRPC face of the sync engine: pulsesync.v1.SyncService on the
+// callback API. Reactions never block: each call validates and decodes its
+// request, submits a job to the WorkerPool (which owns the database
+// connections), and the job finishes the call.
+//
+// Thread safety: gRPC calls the handlers on its threads; jobs run on worker
+// threads. The service holds no mutable state of its own.
+#ifndef PULSESYNC_SERVER_SERVICE_SYNC_SERVICE_H_
+#define PULSESYNC_SERVER_SERVICE_SYNC_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "grpcpp/grpcpp.h"
+#include "pulsesync/v1/sync.grpc.pb.h"
+#include "server/core/revision_applier.h"
+
+namespace pulsesync {
+
+class WorkerPool;
+
+struct SyncServiceOptions {
+  ApplyLimits apply_limits;
+  uint32_t default_pull_limit = 500;
+  uint32_t max_pull_limit = 5000;
+};
+
+// absl::Status codes are gRPC's codes one to one.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class SyncServiceImpl final : public v1::SyncService::CallbackService {
+ public:
+  // `pool` must outlive the service.
+  SyncServiceImpl(WorkerPool* pool, SyncServiceOptions options);
+
+  grpc::ServerUnaryReactor* ApplyRevisions(grpc::CallbackServerContext* context,
+                                           const v1::ApplyRevisionsRequest* request,
+                                           v1::ApplyRevisionsResponse* response) override;
+  grpc::ServerUnaryReactor* PullChanges(grpc::CallbackServerContext* context,
+                                        const v1::PullChangesRequest* request,
+                                        v1::PullChangesResponse* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::GetServerInfoResponse* response) override;
+
+ private:
+  WorkerPool* const pool_;
+  const SyncServiceOptions options_;
+};
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_SERVICE_SYNC_SERVICE_H_

@@ -1,0 +1,57 @@
+#include "server/storage/worker_pool.h"
+
+#include <utility>
+
+namespace pulsesync {
+
+WorkerPool::WorkerPool(const PgSessionOptions& options, int size, size_t max_queue)
+    : max_queue_(max_queue) {
+  if (size < 1) size = 1;
+  for (int i = 0; i < size; ++i) {
+    sessions_.push_back(std::make_unique<PgSession>(options));
+  }
+  for (auto& s : sessions_) {
+    threads_.emplace_back([this, session = s.get()] { WorkerLoop(session); });
+  }
+}
+
+WorkerPool::~WorkerPool() { Stop(); }
+
+bool WorkerPool::Submit(Job job) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || queue_.size() >= max_queue_) return false;
+  queue_.push_back(std::move(job));
+  return true;
+}
+
+void WorkerPool::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+void WorkerPool::WorkerLoop(PgSession* session) {
+  while (true) {
+    Job job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](WorkerPool* p) {
+            return p->stopping_ || !p->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, and nothing left to run
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    job(*session);
+  }
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,57 @@
+// WorkerPool: the server's database workers. Each worker thread owns one
+// PgSession (one connection, statements prepared once) and runs jobs from a
+// shared, bounded queue. gRPC reactions never touch the database; they submit
+// a job here and the job finishes the RPC.
+//
+// Thread safety: Submit and Stop may be called from any thread. Jobs run on
+// worker threads, one at a time per worker.
+#ifndef PULSESYNC_SERVER_STORAGE_WORKER_POOL_H_
+#define PULSESYNC_SERVER_STORAGE_WORKER_POOL_H_
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "server/storage/pg_session.h"
+
+namespace pulsesync {
+
+class WorkerPool {
+ public:
+  using Job = std::function<void(PgSession&)>;
+
+  // Starts `size` workers. Connections are opened lazily, by the first job
+  // (or Warm-up), so the pool starts even while PostgreSQL is down.
+  WorkerPool(const PgSessionOptions& options, int size, size_t max_queue);
+  ~WorkerPool();  // Stop()
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Queues a job. False (and the job is not run) when the queue is full or
+  // the pool is stopping; the caller answers RESOURCE_EXHAUSTED/UNAVAILABLE.
+  [[nodiscard]] bool Submit(Job job);
+
+  // Runs the jobs already queued, then joins the workers. Idempotent.
+  void Stop();
+
+  int size() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  void WorkerLoop(PgSession* session);
+
+  const size_t max_queue_;
+  absl::Mutex mu_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<PgSession>> sessions_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_STORAGE_WORKER_POOL_H_
