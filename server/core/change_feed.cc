@@ -41,7 +41,7 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
        "(extract(epoch FROM changed_at) * 1000)::bigint, team_id::text "
        "FROM pulsesync.change_log "
        "WHERE ($1::pg_snapshot IS NULL "
-       "       OR txid = ANY(pg_snapshot_xip($1::pg_snapshot)) "
+       "       OR txid = ANY(ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot))) "
        "       OR txid >= pg_snapshot_xmax($1::pg_snapshot)) "
        "  AND pg_visible_in_snapshot(txid, $2::pg_snapshot) "
        "  AND position > $3 "
