@@ -120,6 +120,9 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &impl->port);
   builder.RegisterService(impl->service.get());
+  // The health service is a sync service; its polling threads wake this
+  // often, which bounds how long Shutdown waits for them.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   impl->server = builder.BuildAndStart();

@@ -373,6 +373,8 @@ TEST_F(ServerE2eTest, RestartLosesNothingAndDuplicatesNothing) {
   std::string cursor;
   ASSERT_EQ(PullAll(&cursor).size(), 6u);
 
+  stub_.reset();
+  channel_.reset();
   ASSERT_OK_AND_ASSIGN(int code, server_->Stop());
   EXPECT_EQ(code, 0) << server_->ReadLog();
   EXPECT_THAT(server_->ReadLog(), HasSubstr("shutting down"));
