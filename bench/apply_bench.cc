@@ -1,0 +1,145 @@
+// apply_bench: revisions applied per second, beside the ceiling measured in
+// the same run on the same PostgreSQL.
+//
+//   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
+//     build/bench/apply_bench [--writers=4] [--batches=50] [--batch=100]
+//
+// Figures (rows/s, printed, never asserted):
+//   ceiling   one set-based INSERT ... SELECT FROM jsonb_populate_recordset per
+//             batch into a copy of `tasks` with no triggers (raw PostgreSQL)
+//   capture   the same into `tasks` itself: the cost of the change-capture
+//             triggers alone
+//   apply     ApplyRevisionBatch (validation, apply_revisions, merge,
+//             triggers): what pulsesyncd does per ApplyRevisions call, minus gRPC
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <pqxx/pqxx>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "common/uuid.h"
+#include "server/core/migrator.h"
+#include "server/core/revision_applier.h"
+#include "server/service/server.h"
+#include "server/storage/pg_session.h"
+#include "tests/testing/test_database.h"
+
+ABSL_FLAG(int, writers, 4, "concurrent writer threads");
+ABSL_FLAG(int, batches, 50, "batches per writer");
+ABSL_FLAG(int, batch, 100, "revisions per batch");
+
+namespace pulsesync {
+namespace {
+
+constexpr char kTeam[] = "10000000-0000-4000-8000-000000000001";
+
+std::string TaskPayload(int i) {
+  return absl::StrCat(R"({"team_id":")", kTeam, R"(","title":"Task )", i,
+                      R"(","description":"benchmark row","priority":)", i % 5, "}");
+}
+
+template <typename Fn>
+double RowsPerSecond(int writers, int rows_per_writer, Fn fn) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) threads.emplace_back([&, w] { fn(w); });
+  for (auto& t : threads) t.join();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return writers * static_cast<double>(rows_per_writer) / secs;
+}
+
+int Main() {
+  const int writers = absl::GetFlag(FLAGS_writers);
+  const int batches = absl::GetFlag(FLAGS_batches);
+  const int batch = absl::GetFlag(FLAGS_batch);
+  if (testing::AdminDatabaseUrl().empty()) {
+    std::fprintf(stderr, "set PULSESYNC_TEST_DATABASE_URL to a PostgreSQL superuser URL\n");
+    return 2;
+  }
+  auto db = testing::TestDatabase::Create();
+  if (!db.ok()) {
+    std::fprintf(stderr, "%s\n", db.status().ToString().c_str());
+    return 1;
+  }
+  const std::string url = (*db)->url();
+  (void)(*db)->Execute(absl::StrCat(
+      "INSERT INTO teams (id, name) VALUES ('", kTeam, "', 'bench');"
+      "CREATE TABLE raw_tasks (LIKE tasks INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+      "ALTER TABLE raw_tasks ADD PRIMARY KEY (id);"));
+  const int rows = batches * batch;
+
+  auto set_based = [&](const std::string& table) {
+    return [&, table](int) {
+      pqxx::connection conn(url);
+      for (int b = 0; b < batches; ++b) {
+        std::string json = "[";
+        for (int i = 0; i < batch; ++i) {
+          if (i > 0) json += ",";
+          json += TaskPayload(i);
+          json.insert(json.size() - 1, absl::StrCat(R"(,"id":")", NewUuid(), "\""));
+        }
+        json += "]";
+        pqxx::work tx(conn);
+        tx.exec_params(absl::StrCat(
+                           "INSERT INTO ", table,
+                           " (id, team_id, title, description, priority) "
+                           "SELECT id, team_id, title, description, priority "
+                           "FROM jsonb_populate_recordset(NULL::", table, ", $1::jsonb)"),
+                       json);
+        tx.commit();
+      }
+    };
+  };
+  const double ceiling = RowsPerSecond(writers, rows, set_based("raw_tasks"));
+  const double capture = RowsPerSecond(writers, rows, set_based("tasks"));
+
+  ApplyLimits limits;
+  limits.max_batch_revisions = static_cast<uint32_t>(batch);
+  std::atomic<int> failures{0};
+  const double apply = RowsPerSecond(writers, rows, [&](int w) {
+    PgSessionOptions options;
+    options.database_url = url;
+    options.statements = RevisionApplierStatements();
+    PgSession session(options);
+    for (int b = 0; b < batches; ++b) {
+      std::vector<v1::Revision> revs(batch);
+      for (int i = 0; i < batch; ++i) {
+        v1::Revision& r = revs[i];
+        r.set_id(NewUuid());
+        r.set_object_type("task");
+        r.set_object_id(NewUuid());
+        r.set_origin_id(absl::StrCat("bench-", w));
+        r.set_seq(b * batch + i);
+        r.set_op(v1::OPERATION_UPSERT);
+        r.set_payload(TaskPayload(i));
+        r.set_created_at(1700000000000);
+        r.mutable_clock()->set_physical_ms(1700000000000);
+      }
+      auto results = ApplyRevisionBatch(session, revs, limits);
+      if (!results.ok()) failures++;
+    }
+  });
+
+  std::printf("apply_bench: %d writers x %d batches x %d rows, PostgreSQL on loopback\n", writers,
+              batches, batch);
+  std::printf("  %-44s %10.0f rows/s\n", "ceiling: set-based insert, no capture", ceiling);
+  std::printf("  %-44s %10.0f rows/s  (%.0f%% of ceiling)\n", "set-based insert + capture triggers",
+              capture, 100 * capture / ceiling);
+  std::printf("  %-44s %10.0f rows/s  (%.0f%% of ceiling)%s\n", "pulsesync apply (merge + capture)",
+              apply, 100 * apply / ceiling, failures ? "  SOME BATCHES FAILED" : "");
+  return failures ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return pulsesync::Main();
+}
