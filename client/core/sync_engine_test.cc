@@ -1,0 +1,384 @@
+#include "client/core/sync_engine.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <set>
+#include <string>
+
+#include "common/brotli_codec.h"
+#include "common/uuid.h"
+#include "gtest/gtest.h"
+
+namespace pulsesync {
+namespace {
+
+// A scripted server: records every request, answers from handlers.
+class FakeTransport : public Transport {
+ public:
+  using ApplyHandler =
+      std::function<absl::StatusOr<v1::ApplyRevisionsResponse>(const std::vector<v1::Revision>&)>;
+
+  FakeTransport() {
+    // Default: the server applies everything and remembers revision ids.
+    apply_handler = [this](const std::vector<v1::Revision>& revs) {
+      v1::ApplyRevisionsResponse response;
+      for (const v1::Revision& r : revs) {
+        v1::RevisionResult* result = response.add_results();
+        result->set_revision_id(r.id());
+        if (seen_.insert(r.id()).second) {
+          result->set_outcome(v1::RevisionResult::OUTCOME_APPLIED);
+        } else {
+          result->set_outcome(v1::RevisionResult::OUTCOME_DUPLICATE);
+        }
+        result->set_version(++version_);
+      }
+      return response;
+    };
+  }
+
+  absl::StatusOr<v1::ApplyRevisionsResponse> ApplyRevisions(
+      const v1::ApplyRevisionsRequest& request) override {
+    std::vector<v1::Revision> revs;
+    if (request.encoding() == v1::PAYLOAD_ENCODING_BROTLI) {
+      EXPECT_EQ(request.revisions_size(), 0);
+      absl::StatusOr<std::string> bytes = BrotliDecompress(request.compressed_batch(), 1 << 26);
+      EXPECT_TRUE(bytes.ok()) << bytes.status();
+      v1::RevisionBatch batch;
+      EXPECT_TRUE(batch.ParseFromString(*bytes));
+      revs.assign(batch.revisions().begin(), batch.revisions().end());
+    } else {
+      revs.assign(request.revisions().begin(), request.revisions().end());
+    }
+    encodings.push_back(request.encoding());
+    pushed_batches.push_back(revs);
+    return apply_handler(revs);
+  }
+
+  absl::StatusOr<v1::PullChangesResponse> PullChanges(
+      const v1::PullChangesRequest& request) override {
+    pull_cursors.push_back(request.cursor());
+    if (pull_pages.empty()) {
+      v1::PullChangesResponse empty;
+      empty.set_next_cursor(request.cursor());
+      return empty;
+    }
+    absl::StatusOr<v1::PullChangesResponse> page = pull_pages.front();
+    pull_pages.pop_front();
+    return page;
+  }
+
+  absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
+      const v1::GetServerInfoRequest&) override {
+    return v1::GetServerInfoResponse();
+  }
+
+  ApplyHandler apply_handler;
+  std::vector<std::vector<v1::Revision>> pushed_batches;
+  std::vector<v1::PayloadEncoding> encodings;
+  std::deque<absl::StatusOr<v1::PullChangesResponse>> pull_pages;
+  std::vector<std::string> pull_cursors;
+
+ private:
+  std::set<std::string> seen_;
+  int64_t version_ = 0;
+};
+
+v1::Change TeamChange(const std::string& id, int64_t version, const std::string& name) {
+  v1::Change c;
+  c.set_object_type("team");
+  c.set_table("teams");
+  c.set_event(v1::EVENT_TYPE_INSERT);
+  c.set_object_id(id);
+  c.set_version(version);
+  c.set_new_record(R"({"id":")" + id + R"(","name":")" + name + R"(","version":)" +
+                   std::to_string(version) + R"(,"deleted":false})");
+  c.set_revision_id(NewUuid());
+  c.set_origin_id("other-device");
+  return c;
+}
+
+class SyncEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int counter = 0;
+    path_ = ::testing::TempDir() + "/sync_engine_test_" + std::to_string(getpid()) + "_" +
+            std::to_string(counter++) + ".db";
+    Remove();
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  void TearDown() override {
+    store_.reset();
+    Remove();
+  }
+  void Remove() {
+    for (const char* s : {"", "-wal", "-shm"}) std::remove((path_ + s).c_str());
+  }
+  void CreateTeams(int n) {
+    // One transaction each; fine for a few hundred.
+    for (int i = 0; i < n; ++i) {
+      JsonValue fields = JsonValue::Object();
+      fields.Set("name", JsonValue::String("team " + std::to_string(i)));
+      ASSERT_TRUE(store_->Create("team", fields).ok());
+    }
+  }
+  int64_t Pending() { return store_->PendingCount().value_or(-1); }
+
+  std::string path_;
+  std::unique_ptr<LocalStore> store_;
+  FakeTransport transport_;
+};
+
+TEST_F(SyncEngineTest, PushSendsPendingRevisionsInSeqOrderInCompressedBatchesOf100) {
+  CreateTeams(250);
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->pushed, 250);
+  EXPECT_EQ(summary->applied, 250);
+  EXPECT_EQ(summary->batches, 3);
+  ASSERT_EQ(transport_.pushed_batches.size(), 3u);
+  EXPECT_EQ(transport_.pushed_batches[0].size(), 100u);
+  EXPECT_EQ(transport_.pushed_batches[1].size(), 100u);
+  EXPECT_EQ(transport_.pushed_batches[2].size(), 50u);
+  int64_t expected_seq = 1;
+  for (const auto& batch : transport_.pushed_batches) {
+    for (const v1::Revision& r : batch) {
+      EXPECT_EQ(r.seq(), expected_seq++);
+      EXPECT_EQ(r.origin_id(), store_->origin_id());
+      EXPECT_EQ(r.op(), v1::OPERATION_UPSERT);
+      EXPECT_EQ(r.object_type(), "team");
+      EXPECT_GT(r.clock().physical_ms(), 0);
+      EXPECT_EQ(r.schema_version(), static_cast<uint32_t>(kClientSchemaVersion));
+    }
+  }
+  for (v1::PayloadEncoding e : transport_.encodings) EXPECT_EQ(e, v1::PAYLOAD_ENCODING_BROTLI);
+  EXPECT_EQ(Pending(), 0);
+  // Nothing left: a second push sends nothing.
+  ASSERT_TRUE(engine.Push().ok());
+  EXPECT_EQ(transport_.pushed_batches.size(), 3u);
+}
+
+TEST_F(SyncEngineTest, PushWithoutCompressionUsesPlainFields) {
+  CreateTeams(3);
+  SyncEngineOptions options;
+  options.compress_push = false;
+  options.push_batch_size = 2;
+  SyncEngine engine(store_.get(), &transport_, options);
+  ASSERT_TRUE(engine.Push().ok());
+  ASSERT_EQ(transport_.pushed_batches.size(), 2u);
+  EXPECT_EQ(transport_.encodings[0], v1::PAYLOAD_ENCODING_IDENTITY);
+}
+
+TEST_F(SyncEngineTest, RevisionsAreMarkedSyncedOnlyAfterTheAnswer) {
+  CreateTeams(5);
+  FakeTransport::ApplyHandler inner = transport_.apply_handler;
+  int64_t pending_during_call = -1;
+  transport_.apply_handler = [&](const std::vector<v1::Revision>& revs) {
+    pending_during_call = Pending();
+    return inner(revs);
+  };
+  SyncEngine engine(store_.get(), &transport_);
+  ASSERT_TRUE(engine.Push().ok());
+  EXPECT_EQ(pending_during_call, 5);
+  EXPECT_EQ(Pending(), 0);
+}
+
+TEST_F(SyncEngineTest, AFailedCallLeavesItsBatchAndLaterOnesPending) {
+  CreateTeams(250);
+  FakeTransport::ApplyHandler inner = transport_.apply_handler;
+  int calls = 0;
+  transport_.apply_handler =
+      [&](const std::vector<v1::Revision>& revs) -> absl::StatusOr<v1::ApplyRevisionsResponse> {
+    if (++calls == 2) return absl::UnavailableError("connection refused");
+    return inner(revs);
+  };
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Pending(), 150);
+
+  transport_.apply_handler =
+      [&](const std::vector<v1::Revision>&) -> absl::StatusOr<v1::ApplyRevisionsResponse> {
+    return absl::UnavailableError("still down");
+  };
+  EXPECT_FALSE(engine.Sync().ok());
+  EXPECT_EQ(Pending(), 150);
+  EXPECT_TRUE(transport_.pull_cursors.empty());  // Sync stops at the failed push
+}
+
+TEST_F(SyncEngineTest, RetryAfterALostAnswerIsHarmless) {
+  CreateTeams(3);
+  FakeTransport::ApplyHandler inner = transport_.apply_handler;
+  bool lose_answer = true;
+  transport_.apply_handler =
+      [&](const std::vector<v1::Revision>& revs) -> absl::StatusOr<v1::ApplyRevisionsResponse> {
+    absl::StatusOr<v1::ApplyRevisionsResponse> r = inner(revs);  // the server applied...
+    if (lose_answer) {
+      lose_answer = false;
+      return absl::DeadlineExceededError("answer lost");  // ...but we never heard
+    }
+    return r;
+  };
+  SyncEngine engine(store_.get(), &transport_);
+  EXPECT_EQ(engine.Push().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(Pending(), 3);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->duplicate, 3);
+  EXPECT_EQ(Pending(), 0);
+  EXPECT_EQ(transport_.pushed_batches[0][0].id(), transport_.pushed_batches[1][0].id());
+}
+
+TEST_F(SyncEngineTest, RejectedRevisionsAreMarkedSyncedAndReported) {
+  CreateTeams(3);
+  transport_.apply_handler = [](const std::vector<v1::Revision>& revs) {
+    v1::ApplyRevisionsResponse response;
+    for (size_t i = 0; i < revs.size(); ++i) {
+      v1::RevisionResult* r = response.add_results();
+      r->set_revision_id(revs[i].id());
+      if (i == 1) {
+        r->set_outcome(v1::RevisionResult::OUTCOME_REJECTED);
+        r->set_reason("unknown field(s) \"x\"");
+      } else {
+        r->set_outcome(v1::RevisionResult::OUTCOME_APPLIED);
+        r->set_superseded(i == 2);
+        r->set_version(10 + static_cast<int64_t>(i));
+      }
+    }
+    return response;
+  };
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->applied, 2);
+  EXPECT_EQ(summary->superseded, 1);
+  EXPECT_EQ(summary->rejected, 1);
+  ASSERT_EQ(summary->rejections.size(), 1u);
+  EXPECT_EQ(summary->rejections[0].revision_id, transport_.pushed_batches[0][1].id());
+  EXPECT_EQ(summary->rejections[0].object_type, "team");
+  EXPECT_EQ(summary->rejections[0].reason, "unknown field(s) \"x\"");
+  EXPECT_EQ(Pending(), 0);
+}
+
+TEST_F(SyncEngineTest, AMalformedAnswerMarksNothing) {
+  CreateTeams(3);
+  transport_.apply_handler = [](const std::vector<v1::Revision>& revs) {
+    v1::ApplyRevisionsResponse response;
+    response.add_results()->set_outcome(v1::RevisionResult::OUTCOME_APPLIED);
+    return response;  // one result for three revisions
+  };
+  SyncEngine engine(store_.get(), &transport_);
+  EXPECT_EQ(engine.Push().status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(Pending(), 3);
+}
+
+TEST_F(SyncEngineTest, PullFollowsHasMoreAndStoresTheLastCursor) {
+  const std::string a = NewUuid(), b = NewUuid(), c = NewUuid();
+  v1::PullChangesResponse p1;
+  *p1.add_changes() = TeamChange(a, 1, "A");
+  *p1.add_changes() = TeamChange(b, 2, "B");
+  p1.set_next_cursor("c1");
+  p1.set_has_more(true);
+  // The second page arrives Brotli-compressed.
+  v1::ChangeBatch batch;
+  *batch.add_changes() = TeamChange(c, 3, "C");
+  *batch.add_changes() = TeamChange(a, 1, "A again");  // redelivery: skipped
+  v1::PullChangesResponse p2;
+  p2.set_encoding(v1::PAYLOAD_ENCODING_BROTLI);
+  p2.set_compressed_changes(BrotliCompress(batch.SerializeAsString()));
+  p2.set_next_cursor("c2");
+  transport_.pull_pages = {p1, p2};
+
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->pages, 2);
+  EXPECT_EQ(summary->pulled, 4);
+  EXPECT_EQ(summary->applied, 3);
+  EXPECT_EQ(summary->skipped, 1);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"", "c1"}));
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c2");
+  EXPECT_EQ((*store_->Get("team", a))->Find("name")->text(), "A");
+  EXPECT_EQ(store_->List("team")->size(), 3u);
+
+  // The next pull starts from the stored cursor.
+  ASSERT_TRUE(engine.Pull().ok());
+  EXPECT_EQ(transport_.pull_cursors.back(), "c2");
+}
+
+TEST_F(SyncEngineTest, AFailedPullKeepsPagesAppliedBeforeIt) {
+  v1::PullChangesResponse p1;
+  *p1.add_changes() = TeamChange(NewUuid(), 1, "A");
+  p1.set_next_cursor("c1");
+  p1.set_has_more(true);
+  transport_.pull_pages = {p1, absl::UnavailableError("gone")};
+  SyncEngine engine(store_.get(), &transport_);
+  EXPECT_EQ(engine.Pull().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c1");
+  EXPECT_EQ(store_->List("team")->size(), 1u);
+}
+
+TEST_F(SyncEngineTest, ARefusedCursorRestartsThePullFromTheBeginningOnce) {
+  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "cursor-from-old-cluster").ok());
+  v1::PullChangesResponse p;
+  *p.add_changes() = TeamChange(NewUuid(), 1, "A");
+  p.set_next_cursor("new");
+  transport_.pull_pages = {absl::FailedPreconditionError("re-snapshot"), p};
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_TRUE(summary->cursor_reset);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"cursor-from-old-cluster", ""}));
+  EXPECT_EQ(store_->GetSyncState()->cursor, "new");
+}
+
+TEST_F(SyncEngineTest, AStuckServerDoesNotLoopForever) {
+  v1::PullChangesResponse p;
+  p.set_has_more(true);
+  transport_.pull_pages = {p};
+  SyncEngine engine(store_.get(), &transport_);
+  EXPECT_EQ(engine.Pull().status().code(), absl::StatusCode::kInternal);
+}
+
+TEST_F(SyncEngineTest, SyncPushesThenPulls) {
+  CreateTeams(2);
+  v1::PullChangesResponse p;
+  *p.add_changes() = TeamChange(NewUuid(), 1, "Remote");
+  p.set_next_cursor("c1");
+  transport_.pull_pages = {p};
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<SyncSummary> summary = engine.Sync();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->push.pushed, 2);
+  EXPECT_EQ(summary->pull.applied, 1);
+  EXPECT_EQ(Pending(), 0);
+  EXPECT_EQ(store_->List("team")->size(), 3u);
+}
+
+TEST(SyncEngineConversionTest, DeleteRevisionsAndChangesRoundTrip) {
+  PendingRevision r;
+  r.id = "rid";
+  r.op = RevisionOp::kDelete;
+  r.payload = "{}";
+  r.base_version = 7;
+  r.clock = HlcTimestamp{123, 4};
+  v1::Revision p = ToProto(r);
+  EXPECT_EQ(p.op(), v1::OPERATION_DELETE);
+  EXPECT_EQ(p.base_version(), 7);
+  EXPECT_EQ(p.clock().physical_ms(), 123);
+  EXPECT_EQ(p.clock().counter(), 4u);
+
+  v1::Change c;
+  c.set_event(v1::EVENT_TYPE_DELETE);
+  c.set_table("tasks");
+  EXPECT_EQ(FromProto(c).event, ChangeEvent::kDelete);
+  EXPECT_EQ(FromProto(c).table, "tasks");
+}
+
+}  // namespace
+}  // namespace pulsesync

@@ -1,0 +1,825 @@
+#include "client/store/local_store.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "common/uuid.h"
+
+namespace pulsesync {
+
+using sqlite::SqliteDb;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+// sync_state's single row, as loaded inside a transaction.
+struct LocalStore::StateRow {
+  std::string origin_id;
+  int64_t next_seq = 1;
+  std::string cursor;
+  HlcTimestamp hlc;
+  std::string server_address;
+};
+
+namespace {
+
+const char* const kOpUpsert = "upsert";
+const char* const kOpDelete = "delete";
+
+// --- Schema ---
+
+std::string TableDdl(const ObjectTypeDef& def) {
+  std::vector<std::string> cols;
+  for (const ColumnDef& c : def.columns) {
+    std::string col = absl::StrCat(
+        c.name, " ",
+        c.type == ColumnType::kInteger || c.type == ColumnType::kBoolean ? "INTEGER" : "TEXT");
+    if (c.name == "id") absl::StrAppend(&col, " PRIMARY KEY NOT NULL");
+    if (c.system && !c.default_sql.empty()) absl::StrAppend(&col, " NOT NULL");
+    if (!c.default_sql.empty()) absl::StrAppend(&col, " DEFAULT ", c.default_sql);
+    cols.push_back(std::move(col));
+  }
+  // No foreign keys: remote changes may arrive in any order.
+  return absl::StrCat("CREATE TABLE ", def.table, " (\n  ", absl::StrJoin(cols, ",\n  "),
+                      "\n);\nCREATE INDEX ", def.table, "_created_idx ON ", def.table,
+                      " (created_at, id);\n");
+}
+
+constexpr absl::string_view kSyncTablesDdl = R"sql(
+CREATE TABLE revisions (
+  id TEXT PRIMARY KEY NOT NULL,
+  object_type TEXT NOT NULL,
+  object_id TEXT NOT NULL,
+  origin_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  payload TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  synced INTEGER NOT NULL DEFAULT 0,
+  op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+  base_version INTEGER NOT NULL DEFAULT 0,
+  schema_version INTEGER NOT NULL,
+  hlc_ms INTEGER NOT NULL,
+  hlc_counter INTEGER NOT NULL,
+  server_version INTEGER,
+  outcome TEXT,
+  reject_reason TEXT,
+  superseded INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX revisions_synced_seq_idx ON revisions (synced, seq);
+CREATE INDEX revisions_object_idx ON revisions (object_type, object_id);
+CREATE TABLE sync_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  origin_id TEXT NOT NULL,
+  next_seq INTEGER NOT NULL,
+  cursor TEXT NOT NULL DEFAULT '',
+  hlc_ms INTEGER NOT NULL DEFAULT 0,
+  hlc_counter INTEGER NOT NULL DEFAULT 0,
+  server_address TEXT
+);
+)sql";
+
+std::string SelectColumns(const ObjectTypeDef& def) {
+  std::vector<std::string> names;
+  for (const ColumnDef& c : def.columns) names.push_back(c.name);
+  return absl::StrJoin(names, ", ");
+}
+
+// --- Values ---
+
+absl::StatusOr<const ObjectTypeDef*> LookupType(absl::string_view object_type) {
+  const ObjectTypeDef* def = FindObjectType(object_type);
+  if (def == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown object type \"", object_type,
+                                                   "\" (known: ", KnownObjectTypeNames(), ")"));
+  }
+  return def;
+}
+
+// Checks one user-supplied field against the catalog.
+absl::Status ValidateField(const ObjectTypeDef& def, const std::string& name,
+                           const JsonValue& value) {
+  const ColumnDef* col = def.FindColumn(name);
+  if (col == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown field \"", name, "\" for object type \"", def.object_type, "\""));
+  }
+  if (col->system) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("field \"", name, "\" is set by the server and cannot be written"));
+  }
+  if (value.is_null()) {
+    if (col->required || col->name == "id") {
+      return absl::InvalidArgumentError(absl::StrCat("field \"", name, "\" of object type \"",
+                                                     def.object_type, "\" cannot be null"));
+    }
+    return absl::OkStatus();
+  }
+  bool ok = false;
+  switch (col->type) {
+    case ColumnType::kText:
+    case ColumnType::kTimestamp:
+      ok = value.is_string();
+      break;
+    case ColumnType::kUuid:
+      ok = value.is_string() && IsUuid(value.text());
+      break;
+    case ColumnType::kInteger:
+      ok = value.type() == JsonValue::Type::kNumber && value.AsInt64().has_value();
+      break;
+    case ColumnType::kBoolean:
+      ok = value.type() == JsonValue::Type::kBool;
+      break;
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("field \"", name, "\" of object type \"", def.object_type, "\" expects ",
+                     ColumnTypeName(col->type), ", got ", value.Serialize()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateFields(const ObjectTypeDef& def, const JsonValue& fields) {
+  if (!fields.is_object()) {
+    return absl::InvalidArgumentError("fields must be a JSON object");
+  }
+  for (const JsonValue::Member& m : fields.members()) {
+    PS_RETURN_IF_ERROR(ValidateField(def, m.first, m.second));
+  }
+  return absl::OkStatus();
+}
+
+// Binds a validated local value.
+absl::Status BindLocal(Statement* stmt, int index, const ColumnDef& col, const JsonValue& v) {
+  if (v.is_null()) return stmt->BindNull(index);
+  switch (col.type) {
+    case ColumnType::kBoolean:
+      return stmt->BindInt64(index, v.bool_value() ? 1 : 0);
+    case ColumnType::kInteger:
+      return stmt->BindInt64(index, *v.AsInt64());
+    case ColumnType::kUuid:
+      return stmt->BindText(index, absl::AsciiStrToLower(v.text()));
+    default:
+      return stmt->BindText(index, v.text());
+  }
+}
+
+// Binds a value from the server, leniently: the server's row is the truth
+// even where it does not match our column type.
+absl::Status BindRemote(Statement* stmt, int index, const ColumnDef& col, const JsonValue& v) {
+  switch (v.type()) {
+    case JsonValue::Type::kNull:
+      return stmt->BindNull(index);
+    case JsonValue::Type::kBool:
+      return stmt->BindInt64(index, v.bool_value() ? 1 : 0);
+    case JsonValue::Type::kNumber:
+      if (auto n = v.AsInt64(); n.has_value()) return stmt->BindInt64(index, *n);
+      return stmt->BindText(index, v.text());
+    case JsonValue::Type::kString:
+      return stmt->BindText(index, v.text());
+    default:
+      return stmt->BindText(index, v.Serialize());
+  }
+}
+
+JsonValue RowToJson(const ObjectTypeDef& def, const Statement& stmt) {
+  std::vector<JsonValue::Member> members;
+  for (int i = 0; i < static_cast<int>(def.columns.size()); ++i) {
+    const ColumnDef& col = def.columns[i];
+    JsonValue v;
+    switch (stmt.column_kind(i)) {
+      case Statement::ColumnKind::kNull:
+        break;
+      case Statement::ColumnKind::kInteger:
+        v = col.type == ColumnType::kBoolean ? JsonValue::Bool(stmt.ColumnInt64(i) != 0)
+                                             : JsonValue::Number(stmt.ColumnInt64(i));
+        break;
+      case Statement::ColumnKind::kFloat: {
+        std::string text = absl::StrCat(stmt.ColumnDouble(i));
+        v = IsJsonNumber(text) ? JsonValue::Number(text) : JsonValue::String(text);
+        break;
+      }
+      default:
+        v = JsonValue::String(stmt.ColumnText(i));
+        break;
+    }
+    members.emplace_back(col.name, std::move(v));
+  }
+  return JsonValue::Object(std::move(members));
+}
+
+absl::StatusOr<std::string> NormalizeId(absl::string_view id) {
+  if (!IsUuid(id)) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", id, "\" is not a UUID"));
+  }
+  return absl::AsciiStrToLower(id);
+}
+
+absl::Status NotFound(const ObjectTypeDef& def, absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat(def.object_type, " ", id, " not found"));
+}
+
+}  // namespace
+
+std::string FormatTimestamp(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E*S+00:00", absl::FromUnixMillis(unix_ms),
+                          absl::UTCTimeZone());
+}
+
+// --- Open ---
+
+absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& path,
+                                                             LocalStoreOptions options) {
+  const WallClock& clock = options.clock != nullptr ? *options.clock : WallClock::Real();
+  PS_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, options.create_if_missing));
+  PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms)));
+  PS_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys = OFF"));
+  {
+    PS_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode = WAL"));
+    PS_ASSIGN_OR_RETURN(bool row, wal.Step());
+    if (!row || absl::AsciiStrToLower(wal.ColumnText(0)) != "wal") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot put database ", path, " in WAL mode"));
+    }
+  }
+
+  bool created = false;
+  {
+    PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db));
+    int64_t version = 0;
+    {
+      PS_ASSIGN_OR_RETURN(Statement uv, db.Prepare("PRAGMA user_version"));
+      PS_ASSIGN_OR_RETURN(bool row, uv.Step());
+      if (row) version = uv.ColumnInt64(0);
+    }
+    if (version > kClientSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("database ", path, " has schema version ", version,
+                       ", newer than this client's ", kClientSchemaVersion, "; upgrade pulsesync"));
+    }
+    if (version == 0) {
+      std::string ddl;
+      for (const ObjectTypeDef& def : AllObjectTypes()) absl::StrAppend(&ddl, TableDdl(def));
+      absl::StrAppend(&ddl, kSyncTablesDdl);
+      PS_RETURN_IF_ERROR(db.Exec(ddl));
+      PS_ASSIGN_OR_RETURN(Statement ins,
+                          db.Prepare("INSERT INTO sync_state (id, origin_id, next_seq) "
+                                     "VALUES (1, ?, 1)"));
+      PS_RETURN_IF_ERROR(ins.BindText(1, NewUuid()));
+      PS_RETURN_IF_ERROR(ins.Run());
+      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kClientSchemaVersion)));
+      created = true;
+    }
+    // Future schema upgrades (version < kClientSchemaVersion) go here, one
+    // step per version, inside this transaction.
+    PS_RETURN_IF_ERROR(txn.Commit());
+  }
+
+  std::string origin;
+  {
+    PS_ASSIGN_OR_RETURN(Statement sel, db.Prepare("SELECT origin_id FROM sync_state WHERE id = 1"));
+    PS_ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) {
+      return absl::DataLossError(absl::StrCat("database ", path, " has no sync_state row"));
+    }
+    origin = sel.ColumnText(0);
+  }
+  return std::unique_ptr<LocalStore>(new LocalStore(std::move(db), clock, origin, created));
+}
+
+LocalStore::LocalStore(SqliteDb db, const WallClock& clock, std::string origin_id,
+                       bool newly_created)
+    : db_(std::move(db)),
+      clock_(clock),
+      origin_id_(std::move(origin_id)),
+      newly_created_(newly_created) {}
+
+LocalStore::~LocalStore() = default;
+
+// --- State helpers ---
+
+absl::StatusOr<LocalStore::StateRow> LocalStore::LoadState() {
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare("SELECT origin_id, next_seq, cursor, hlc_ms, hlc_counter, "
+                                  "coalesce(server_address, '') FROM sync_state WHERE id = 1"));
+  PS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::DataLossError("sync_state row is missing");
+  StateRow s;
+  s.origin_id = st.ColumnText(0);
+  s.next_seq = st.ColumnInt64(1);
+  s.cursor = st.ColumnText(2);
+  s.hlc = HlcTimestamp{st.ColumnInt64(3), static_cast<uint32_t>(st.ColumnInt64(4))};
+  s.server_address = st.ColumnText(5);
+  return s;
+}
+
+absl::Status LocalStore::SaveState(const StateRow& s) {
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare("UPDATE sync_state SET next_seq = ?, cursor = ?, hlc_ms = ?, "
+                                  "hlc_counter = ? WHERE id = 1"));
+  PS_RETURN_IF_ERROR(st.BindInt64(1, s.next_seq));
+  PS_RETURN_IF_ERROR(st.BindText(2, s.cursor));
+  PS_RETURN_IF_ERROR(st.BindInt64(3, s.hlc.physical_ms));
+  PS_RETURN_IF_ERROR(st.BindInt64(4, s.hlc.counter));
+  return st.Run();
+}
+
+absl::Status LocalStore::WriteRevision(StateRow* state, const ObjectTypeDef& type,
+                                       absl::string_view object_id, RevisionOp op,
+                                       const std::string& payload, int64_t base_version,
+                                       const std::string& revision_id, HlcTimestamp ts) {
+  PS_ASSIGN_OR_RETURN(
+      Statement st,
+      db_.Prepare("INSERT INTO revisions (id, object_type, object_id, origin_id, seq, payload, "
+                  "created_at, synced, op, base_version, schema_version, hlc_ms, hlc_counter) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"));
+  PS_RETURN_IF_ERROR(st.BindText(1, revision_id));
+  PS_RETURN_IF_ERROR(st.BindText(2, type.object_type));
+  PS_RETURN_IF_ERROR(st.BindText(3, object_id));
+  PS_RETURN_IF_ERROR(st.BindText(4, origin_id_));
+  PS_RETURN_IF_ERROR(st.BindInt64(5, state->next_seq));
+  PS_RETURN_IF_ERROR(st.BindText(6, payload));
+  PS_RETURN_IF_ERROR(st.BindInt64(7, clock_.NowMs()));
+  PS_RETURN_IF_ERROR(st.BindText(8, op == RevisionOp::kDelete ? kOpDelete : kOpUpsert));
+  PS_RETURN_IF_ERROR(st.BindInt64(9, base_version));
+  PS_RETURN_IF_ERROR(st.BindInt64(10, kClientSchemaVersion));
+  PS_RETURN_IF_ERROR(st.BindInt64(11, ts.physical_ms));
+  PS_RETURN_IF_ERROR(st.BindInt64(12, ts.counter));
+  PS_RETURN_IF_ERROR(st.Run());
+  ++state->next_seq;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<JsonValue>> LocalStore::ReadRow(const ObjectTypeDef& def,
+                                                             absl::string_view id) {
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare(absl::StrCat("SELECT ", SelectColumns(def), " FROM ", def.table,
+                                               " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(st.BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<JsonValue>();
+  return std::optional<JsonValue>(RowToJson(def, st));
+}
+
+// --- Local writes ---
+
+absl::StatusOr<std::string> LocalStore::Create(absl::string_view object_type,
+                                               const JsonValue& fields) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
+  std::vector<std::string> missing;
+  for (const ColumnDef& c : def->columns) {
+    if (c.required && fields.Find(c.name) == nullptr)
+      missing.push_back(absl::StrCat("\"", c.name, "\""));
+  }
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("missing required field(s) ",
+                                                   absl::StrJoin(missing, ", "),
+                                                   " for object type \"", def->object_type, "\""));
+  }
+  std::string id;
+  if (const JsonValue* given = fields.Find("id"); given != nullptr) {
+    id = absl::AsciiStrToLower(given->text());
+  } else {
+    id = NewUuid();
+  }
+  // The payload: the fields set, without id (it travels as object_id) and
+  // with created_at, so the server and this database agree on it.
+  JsonValue payload = JsonValue::Object();
+  for (const JsonValue::Member& m : fields.members()) {
+    if (m.first != "id") payload.Set(m.first, m.second);
+  }
+  const int64_t now_ms = clock_.NowMs();
+  if (payload.Find("created_at") == nullptr) {
+    payload.Set("created_at", JsonValue::String(FormatTimestamp(now_ms)));
+  }
+
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  PS_ASSIGN_OR_RETURN(std::optional<JsonValue> existing, ReadRow(*def, id));
+  if (existing.has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat(def->object_type, " ", id, " already exists"));
+  }
+  HybridLogicalClock hlc(clock_, state.hlc);
+  const HlcTimestamp ts = hlc.Now();
+  state.hlc = hlc.last();
+  const std::string revision_id = NewUuid();
+
+  std::vector<std::string> cols = {"id", "updated_at", "last_origin_id", "last_revision_id", "hlc"};
+  for (const JsonValue::Member& m : payload.members()) cols.push_back(m.first);
+  std::vector<std::string> marks(cols.size(), "?");
+  PS_ASSIGN_OR_RETURN(
+      Statement ins,
+      db_.Prepare(absl::StrCat("INSERT INTO ", def->table, " (", absl::StrJoin(cols, ", "),
+                               ") VALUES (", absl::StrJoin(marks, ", "), ")")));
+  PS_RETURN_IF_ERROR(ins.BindText(1, id));
+  PS_RETURN_IF_ERROR(ins.BindText(2, FormatTimestamp(now_ms)));
+  PS_RETURN_IF_ERROR(ins.BindText(3, origin_id_));
+  PS_RETURN_IF_ERROR(ins.BindText(4, revision_id));
+  PS_RETURN_IF_ERROR(ins.BindText(5, FormatHlc(ts, origin_id_)));
+  int index = 6;
+  for (const JsonValue::Member& m : payload.members()) {
+    PS_RETURN_IF_ERROR(BindLocal(&ins, index++, *def->FindColumn(m.first), m.second));
+  }
+  PS_RETURN_IF_ERROR(ins.Run());
+  PS_RETURN_IF_ERROR(WriteRevision(&state, *def, id, RevisionOp::kUpsert, payload.Serialize(),
+                                   /*base_version=*/0, revision_id, ts));
+  PS_RETURN_IF_ERROR(SaveState(state));
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return id;
+}
+
+absl::Status LocalStore::Update(absl::string_view object_type, absl::string_view raw_id,
+                                const JsonValue& fields) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
+  PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
+  JsonValue payload = JsonValue::Object();
+  for (const JsonValue::Member& m : fields.members()) {
+    if (m.first == "id") {
+      if (absl::AsciiStrToLower(m.second.text()) != id) {
+        return absl::InvalidArgumentError("field \"id\" cannot be changed");
+      }
+      continue;
+    }
+    payload.Set(m.first, m.second);
+  }
+  if (payload.members().empty()) {
+    return absl::InvalidArgumentError("no fields to update");
+  }
+
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
+                                                              def->table, " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel.BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
+  if (!found || sel.ColumnInt64(1) != 0) return NotFound(*def, id);
+  const int64_t base_version = sel.ColumnInt64(0);
+  sel.Reset();
+
+  HybridLogicalClock hlc(clock_, state.hlc);
+  const HlcTimestamp ts = hlc.Now();
+  state.hlc = hlc.last();
+  const std::string revision_id = NewUuid();
+
+  std::vector<std::string> sets = {"updated_at = ?", "last_origin_id = ?", "last_revision_id = ?",
+                                   "hlc = ?"};
+  for (const JsonValue::Member& m : payload.members()) sets.push_back(m.first + " = ?");
+  PS_ASSIGN_OR_RETURN(Statement upd,
+                      db_.Prepare(absl::StrCat("UPDATE ", def->table, " SET ",
+                                               absl::StrJoin(sets, ", "), " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(upd.BindText(1, FormatTimestamp(clock_.NowMs())));
+  PS_RETURN_IF_ERROR(upd.BindText(2, origin_id_));
+  PS_RETURN_IF_ERROR(upd.BindText(3, revision_id));
+  PS_RETURN_IF_ERROR(upd.BindText(4, FormatHlc(ts, origin_id_)));
+  int index = 5;
+  for (const JsonValue::Member& m : payload.members()) {
+    PS_RETURN_IF_ERROR(BindLocal(&upd, index++, *def->FindColumn(m.first), m.second));
+  }
+  PS_RETURN_IF_ERROR(upd.BindText(index, id));
+  PS_RETURN_IF_ERROR(upd.Run());
+  PS_RETURN_IF_ERROR(WriteRevision(&state, *def, id, RevisionOp::kUpsert, payload.Serialize(),
+                                   base_version, revision_id, ts));
+  PS_RETURN_IF_ERROR(SaveState(state));
+  return txn.Commit();
+}
+
+absl::Status LocalStore::Delete(absl::string_view object_type, absl::string_view raw_id) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
+
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
+                                                              def->table, " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel.BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
+  if (!found) return NotFound(*def, id);
+  if (sel.ColumnInt64(1) != 0) return absl::OkStatus();  // already a tombstone
+  const int64_t base_version = sel.ColumnInt64(0);
+  sel.Reset();
+
+  HybridLogicalClock hlc(clock_, state.hlc);
+  const HlcTimestamp ts = hlc.Now();
+  state.hlc = hlc.last();
+  const std::string revision_id = NewUuid();
+  PS_ASSIGN_OR_RETURN(Statement upd, db_.Prepare(absl::StrCat(
+                                         "UPDATE ", def->table,
+                                         " SET deleted = 1, updated_at = ?, last_origin_id = ?, "
+                                         "last_revision_id = ?, hlc = ? WHERE id = ?")));
+  PS_RETURN_IF_ERROR(upd.BindText(1, FormatTimestamp(clock_.NowMs())));
+  PS_RETURN_IF_ERROR(upd.BindText(2, origin_id_));
+  PS_RETURN_IF_ERROR(upd.BindText(3, revision_id));
+  PS_RETURN_IF_ERROR(upd.BindText(4, FormatHlc(ts, origin_id_)));
+  PS_RETURN_IF_ERROR(upd.BindText(5, id));
+  PS_RETURN_IF_ERROR(upd.Run());
+  PS_RETURN_IF_ERROR(
+      WriteRevision(&state, *def, id, RevisionOp::kDelete, "{}", base_version, revision_id, ts));
+  PS_RETURN_IF_ERROR(SaveState(state));
+  return txn.Commit();
+}
+
+// --- Reads ---
+
+absl::StatusOr<std::optional<JsonValue>> LocalStore::Get(absl::string_view object_type,
+                                                         absl::string_view raw_id,
+                                                         ReadOptions options) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(std::optional<JsonValue> row, ReadRow(*def, id));
+  if (row.has_value() && !options.include_deleted) {
+    const JsonValue* deleted = row->Find("deleted");
+    if (deleted != nullptr && deleted->bool_value()) return std::optional<JsonValue>();
+  }
+  return row;
+}
+
+absl::StatusOr<std::vector<JsonValue>> LocalStore::List(absl::string_view object_type,
+                                                        ReadOptions options) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare(absl::StrCat("SELECT ", SelectColumns(*def), " FROM ", def->table,
+                                               options.include_deleted ? "" : " WHERE deleted = 0",
+                                               " ORDER BY created_at, id")));
+  std::vector<JsonValue> rows;
+  while (true) {
+    PS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    rows.push_back(RowToJson(*def, st));
+  }
+  return rows;
+}
+
+// --- Push side ---
+
+absl::StatusOr<std::vector<PendingRevision>> LocalStore::PendingRevisions(int limit) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(
+      Statement st,
+      db_.Prepare("SELECT id, object_type, object_id, origin_id, seq, op, payload, created_at, "
+                  "base_version, schema_version, hlc_ms, hlc_counter FROM revisions "
+                  "WHERE synced = 0 ORDER BY seq LIMIT ?"));
+  PS_RETURN_IF_ERROR(st.BindInt64(1, limit));
+  std::vector<PendingRevision> out;
+  while (true) {
+    PS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    PendingRevision r;
+    r.id = st.ColumnText(0);
+    r.object_type = st.ColumnText(1);
+    r.object_id = st.ColumnText(2);
+    r.origin_id = st.ColumnText(3);
+    r.seq = st.ColumnInt64(4);
+    r.op = st.ColumnText(5) == kOpDelete ? RevisionOp::kDelete : RevisionOp::kUpsert;
+    r.payload = st.ColumnText(6);
+    r.created_at_ms = st.ColumnInt64(7);
+    r.base_version = st.ColumnInt64(8);
+    r.schema_version = static_cast<int>(st.ColumnInt64(9));
+    r.clock = HlcTimestamp{st.ColumnInt64(10), static_cast<uint32_t>(st.ColumnInt64(11))};
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> LocalStore::PendingCount() {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Statement st, db_.Prepare("SELECT count(*) FROM revisions WHERE synced = 0"));
+  PS_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColumnInt64(0) : 0;
+}
+
+absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outcomes) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare("UPDATE revisions SET synced = 1, server_version = ?, "
+                                  "outcome = ?, reject_reason = ?, superseded = ? WHERE id = ?"));
+  for (const PushOutcome& o : outcomes) {
+    st.Reset();
+    PS_RETURN_IF_ERROR(st.BindInt64(1, o.server_version));
+    const char* outcome = o.kind == PushOutcome::Kind::kApplied     ? "applied"
+                          : o.kind == PushOutcome::Kind::kDuplicate ? "duplicate"
+                                                                    : "rejected";
+    PS_RETURN_IF_ERROR(st.BindText(2, outcome));
+    if (o.kind == PushOutcome::Kind::kRejected) {
+      PS_RETURN_IF_ERROR(st.BindText(3, o.reject_reason));
+    } else {
+      PS_RETURN_IF_ERROR(st.BindNull(3));
+    }
+    PS_RETURN_IF_ERROR(st.BindInt64(4, o.superseded ? 1 : 0));
+    PS_RETURN_IF_ERROR(st.BindText(5, o.revision_id));
+    PS_RETURN_IF_ERROR(st.Run());
+    if (db_.changes() == 0) {
+      return absl::NotFoundError(absl::StrCat("no revision ", o.revision_id));
+    }
+  }
+  return txn.Commit();
+}
+
+// --- Pull side ---
+
+absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
+                                                HybridLogicalClock* hlc) {
+  const ObjectTypeDef* def =
+      FindObjectType(change.object_type.empty() ? change.table : change.object_type);
+  if (def == nullptr) {
+    LogDebug("skipping change of unknown object type",
+             {{"object_type", change.object_type}, {"table", change.table}});
+    return false;
+  }
+  const bool hard_delete = change.new_record.empty() || change.new_record == "{}";
+  JsonValue record = JsonValue::Object();
+  if (!hard_delete) {
+    absl::StatusOr<JsonValue> parsed = ParseJson(change.new_record);
+    if (!parsed.ok() || !parsed->is_object()) {
+      LogWarning("skipping change with a malformed new_record", {{"object_type", def->object_type},
+                                                                 {"object_id", change.object_id},
+                                                                 {"version", change.version}});
+      return false;
+    }
+    record = *std::move(parsed);
+  }
+  std::string id = change.object_id;
+  if (id.empty()) {
+    if (const JsonValue* rid = record.Find("id"); rid != nullptr) id = rid->text();
+  }
+  if (!IsUuid(id)) {
+    LogWarning("skipping change without a valid object id", {{"object_id", id}});
+    return false;
+  }
+  id = absl::AsciiStrToLower(id);
+
+  // Invariant 5: newer versions only.
+  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version FROM ", def->table,
+                                                              " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel.BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool exists, sel.Step());
+  const int64_t local_version = exists ? sel.ColumnInt64(0) : 0;
+  sel.Reset();
+  if (exists && local_version >= change.version) return false;
+
+  // Fields the object's pending revisions own.
+  std::set<std::string> kept;
+  bool has_pending = false;
+  {
+    PS_ASSIGN_OR_RETURN(Statement pend,
+                        db_.Prepare("SELECT payload FROM revisions WHERE object_type = ? AND "
+                                    "object_id = ? AND synced = 0"));
+    PS_RETURN_IF_ERROR(pend.BindText(1, def->object_type));
+    PS_RETURN_IF_ERROR(pend.BindText(2, id));
+    while (true) {
+      PS_ASSIGN_OR_RETURN(bool row, pend.Step());
+      if (!row) break;
+      has_pending = true;
+      absl::StatusOr<JsonValue> payload = ParseJson(pend.ColumnText(0));
+      if (payload.ok()) {
+        for (const JsonValue::Member& m : payload->members()) kept.insert(m.first);
+      }
+    }
+  }
+  // A pending write (or delete) also decides whether the object exists.
+  if (has_pending) kept.insert("deleted");
+
+  HlcTimestamp remote_ts;
+  if (const JsonValue* h = record.Find("hlc"); h != nullptr && h->is_string()) {
+    if (absl::StatusOr<HlcTimestamp> ts = ParseHlc(h->text()); ts.ok()) {
+      remote_ts = *ts;
+      hlc->Observe(remote_ts);
+    }
+  }
+
+  bool changed = false;
+  if (hard_delete) {
+    if (has_pending) {
+      // The pending write will recreate the object on the server.
+      return false;
+    }
+    PS_ASSIGN_OR_RETURN(Statement del,
+                        db_.Prepare(absl::StrCat("DELETE FROM ", def->table, " WHERE id = ?")));
+    PS_RETURN_IF_ERROR(del.BindText(1, id));
+    PS_RETURN_IF_ERROR(del.Run());
+    changed = db_.changes() > 0;
+  } else {
+    std::vector<const ColumnDef*> cols;
+    std::vector<const JsonValue*> values;
+    for (const JsonValue::Member& m : record.members()) {
+      const ColumnDef* col = def->FindColumn(m.first);
+      if (col == nullptr || col->name == "id" || col->name == "version") continue;
+      if (exists && kept.count(col->name) > 0) continue;
+      cols.push_back(col);
+      values.push_back(&m.second);
+    }
+    std::string sql;
+    if (exists) {
+      std::vector<std::string> sets = {"version = ?"};
+      for (const ColumnDef* c : cols) sets.push_back(c->name + " = ?");
+      sql =
+          absl::StrCat("UPDATE ", def->table, " SET ", absl::StrJoin(sets, ", "), " WHERE id = ?");
+    } else {
+      std::vector<std::string> names = {"version"};
+      for (const ColumnDef* c : cols) names.push_back(c->name);
+      names.push_back("id");
+      std::vector<std::string> marks(names.size(), "?");
+      sql = absl::StrCat("INSERT INTO ", def->table, " (", absl::StrJoin(names, ", "), ") VALUES (",
+                         absl::StrJoin(marks, ", "), ")");
+    }
+    PS_ASSIGN_OR_RETURN(Statement up, db_.Prepare(sql));
+    PS_RETURN_IF_ERROR(up.BindInt64(1, change.version));
+    int index = 2;
+    for (size_t i = 0; i < cols.size(); ++i) {
+      PS_RETURN_IF_ERROR(BindRemote(&up, index++, *cols[i], *values[i]));
+    }
+    PS_RETURN_IF_ERROR(up.BindText(index, id));
+    PS_RETURN_IF_ERROR(up.Run());
+    changed = true;
+  }
+
+  // Record it as a synced revision (once per revision id).
+  PS_ASSIGN_OR_RETURN(
+      Statement rev,
+      db_.Prepare("INSERT OR IGNORE INTO revisions (id, object_type, object_id, origin_id, seq, "
+                  "payload, created_at, synced, op, base_version, schema_version, hlc_ms, "
+                  "hlc_counter, server_version, outcome) "
+                  "VALUES (?, ?, ?, ?, 0, ?, ?, 1, ?, ?, ?, ?, ?, ?, 'remote')"));
+  PS_RETURN_IF_ERROR(rev.BindText(1, change.revision_id.empty() ? NewUuid() : change.revision_id));
+  PS_RETURN_IF_ERROR(rev.BindText(2, def->object_type));
+  PS_RETURN_IF_ERROR(rev.BindText(3, id));
+  PS_RETURN_IF_ERROR(rev.BindText(4, change.origin_id));
+  PS_RETURN_IF_ERROR(rev.BindText(5, hard_delete ? std::string("{}") : change.new_record));
+  PS_RETURN_IF_ERROR(rev.BindInt64(
+      6, change.commit_timestamp_ms != 0 ? change.commit_timestamp_ms : clock_.NowMs()));
+  const bool is_delete = change.event == ChangeEvent::kDelete;
+  PS_RETURN_IF_ERROR(rev.BindText(7, is_delete ? kOpDelete : kOpUpsert));
+  PS_RETURN_IF_ERROR(rev.BindInt64(8, local_version));
+  PS_RETURN_IF_ERROR(rev.BindInt64(9, kClientSchemaVersion));
+  PS_RETURN_IF_ERROR(rev.BindInt64(10, remote_ts.physical_ms));
+  PS_RETURN_IF_ERROR(rev.BindInt64(11, remote_ts.counter));
+  PS_RETURN_IF_ERROR(rev.BindInt64(12, change.version));
+  PS_RETURN_IF_ERROR(rev.Run());
+  return changed;
+}
+
+absl::StatusOr<ApplyChangesSummary> LocalStore::ApplyRemoteChanges(
+    const std::vector<RemoteChange>& changes, absl::string_view next_cursor) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  HybridLogicalClock hlc(clock_, state.hlc);
+  ApplyChangesSummary summary;
+  for (const RemoteChange& change : changes) {
+    PS_ASSIGN_OR_RETURN(bool applied, ApplyOneChange(change, &hlc));
+    ++(applied ? summary.applied : summary.skipped);
+  }
+  state.hlc = hlc.last();
+  state.cursor = std::string(next_cursor);
+  PS_RETURN_IF_ERROR(SaveState(state));
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return summary;
+}
+
+absl::Status LocalStore::ResetCursor() {
+  absl::MutexLock lock(&mu_);
+  return db_.Exec("UPDATE sync_state SET cursor = '' WHERE id = 1");
+}
+
+// --- State ---
+
+absl::StatusOr<SyncState> LocalStore::GetSyncState() {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginRead(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow row, LoadState());
+  SyncState s;
+  s.origin_id = row.origin_id;
+  s.next_seq = row.next_seq;
+  s.cursor = row.cursor;
+  s.hlc = row.hlc;
+  s.server_address = row.server_address;
+  {
+    PS_ASSIGN_OR_RETURN(Statement st,
+                        db_.Prepare("SELECT count(*) FROM revisions WHERE synced = 0"));
+    PS_ASSIGN_OR_RETURN(bool r, st.Step());
+    s.pending_revisions = r ? st.ColumnInt64(0) : 0;
+  }
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return s;
+}
+
+absl::Status LocalStore::SetServerAddress(absl::string_view address) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare("UPDATE sync_state SET server_address = ? WHERE id = 1"));
+  PS_RETURN_IF_ERROR(st.BindText(1, address));
+  return st.Run();
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,245 @@
+// LocalStore: the client's SQLite database, the offline-first half of sync.
+//
+// Design note.
+// Tables: the five synced tables (same columns as the server, see
+// object_types.h), `revisions` (the spec's revision log plus what the wire
+// needs), `sync_state` (one row: origin id, next seq, cursor, HLC, server
+// address). Schema version is PRAGMA user_version.
+//
+// Invariants:
+//  1. A local write (create/update/delete) and its `revisions` row
+//     (synced = 0, the next seq, a fresh HLC timestamp) commit in one
+//     BEGIN IMMEDIATE transaction, or neither does.
+//  2. seq numbers of this origin's revisions are strictly increasing in
+//     commit order; pending revisions are pushed in seq order.
+//  3. A revision leaves synced = 0 only through RecordPushResults, i.e. only
+//     after the server answered for it.
+//  4. A page of remote changes, the revisions rows recording them, the HLC
+//     advance, and the cursor that covers them commit in one transaction;
+//     the cursor never gets ahead of the data.
+//  5. A remote change is applied only if its version is greater than the
+//     local row's; redelivery is harmless. Fields named by the object's
+//     still-pending revisions keep their local values (the pending write will
+//     reach the server and come back).
+//  6. Local writes never change a row's `version`: it is the last server
+//     version this database has seen for the row, and becomes the
+//     base_version of the next local revision.
+//
+// Revision lifecycle (column values):
+//   local write           -> synced=0, outcome NULL            (WriteRevision)
+//   server APPLIED        -> synced=1, outcome 'applied'       (RecordPushResults)
+//   server DUPLICATE      -> synced=1, outcome 'duplicate'     (RecordPushResults)
+//   server REJECTED       -> synced=1, outcome 'rejected', reject_reason
+//   remote change pulled  -> synced=1, outcome 'remote', seq 0 (ApplyRemoteChanges)
+//
+// Thread safety: thread-safe; calls are serialized by an internal mutex.
+// Several processes may share one database file (WAL, busy timeout, write
+// transactions take the lock up front); a write that cannot get the lock in
+// time fails with kUnavailable.
+#ifndef PULSESYNC_CLIENT_STORE_LOCAL_STORE_H_
+#define PULSESYNC_CLIENT_STORE_LOCAL_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "client/store/hlc.h"
+#include "client/store/object_types.h"
+#include "client/store/sqlite.h"
+#include "common/clock.h"
+#include "common/json.h"
+
+namespace pulsesync {
+
+// The schema this client writes (PRAGMA user_version) and sends as
+// Revision.schema_version.
+inline constexpr int kClientSchemaVersion = 1;
+
+struct LocalStoreOptions {
+  // Create the file (and a new origin id) if it does not exist.
+  bool create_if_missing = true;
+  int busy_timeout_ms = 5000;
+  // Time source for HLC, created_at and updated_at; must outlive the store.
+  // nullptr = WallClock::Real().
+  const WallClock* clock = nullptr;
+};
+
+enum class RevisionOp { kUpsert, kDelete };
+
+// A revision waiting to be pushed (synced = 0).
+struct PendingRevision {
+  std::string id;
+  std::string object_type;
+  std::string object_id;
+  std::string origin_id;
+  int64_t seq = 0;
+  RevisionOp op = RevisionOp::kUpsert;
+  std::string payload;  // JSON object text; "{}" for deletes
+  int64_t created_at_ms = 0;
+  int64_t base_version = 0;
+  int schema_version = kClientSchemaVersion;
+  HlcTimestamp clock;
+};
+
+// What the server said about one pushed revision.
+struct PushOutcome {
+  enum class Kind { kApplied, kDuplicate, kRejected };
+  std::string revision_id;
+  Kind kind = Kind::kApplied;
+  int64_t server_version = 0;
+  bool superseded = false;
+  std::string reject_reason;
+};
+
+enum class ChangeEvent { kInsert, kUpdate, kDelete };
+
+// One committed server write, as PullChanges delivers it (wire-independent).
+struct RemoteChange {
+  std::string object_type;  // e.g. "task"; if empty, `table` is used
+  std::string table;        // e.g. "tasks"
+  ChangeEvent event = ChangeEvent::kUpdate;
+  std::string object_id;
+  int64_t version = 0;
+  std::string new_record;  // JSON object; empty for a hard SQL delete
+  std::string origin_id;
+  std::string revision_id;  // empty for writes made directly in SQL
+  int64_t commit_timestamp_ms = 0;
+};
+
+struct ApplyChangesSummary {
+  int64_t applied = 0;  // changed a local row
+  int64_t skipped = 0;  // not newer than the local row, or unknown type
+};
+
+struct SyncState {
+  std::string origin_id;
+  int64_t next_seq = 1;
+  std::string cursor;  // empty = start of the log
+  HlcTimestamp hlc;
+  std::string server_address;  // empty when never recorded
+  int64_t pending_revisions = 0;
+};
+
+struct ReadOptions {
+  bool include_deleted = false;
+};
+
+class LocalStore {
+ public:
+  // Opens the database at `path`, creating or upgrading its schema.
+  // Errors: kNotFound if missing and !create_if_missing; kFailedPrecondition
+  // if the file was written by a newer client (higher user_version); other
+  // SQLite errors as translated by sqlite::StatusFromSqlite.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<LocalStore>> Open(
+      const std::string& path, LocalStoreOptions options = {});
+
+  LocalStore(const LocalStore&) = delete;
+  LocalStore& operator=(const LocalStore&) = delete;
+  ~LocalStore();
+
+  // This database's origin id (chosen when the file was created; stable).
+  const std::string& origin_id() const { return origin_id_; }
+  // True if Open created the database (and the origin id) just now.
+  bool newly_created() const { return newly_created_; }
+
+  // --- Local writes (invariant 1) ---
+
+  // Creates an object from `fields` (a JSON object of non-system columns;
+  // "id" may be given, else a new UUID is chosen) and records an UPSERT
+  // revision whose payload is the fields set (plus created_at when not given).
+  // Returns the object id.
+  // Errors: kInvalidArgument for an unknown type, unknown or system field,
+  // a value of the wrong JSON type, a missing required field (each message
+  // names the bad part); kAlreadyExists if the id is taken. Nothing is
+  // written on error.
+  [[nodiscard]] absl::StatusOr<std::string> Create(absl::string_view object_type,
+                                                   const JsonValue& fields);
+
+  // Sets some fields of an existing, not deleted object and records an
+  // UPSERT revision with exactly those fields.
+  // Errors: as Create; kNotFound if there is no such live object.
+  [[nodiscard]] absl::Status Update(absl::string_view object_type, absl::string_view id,
+                                    const JsonValue& fields);
+
+  // Tombstones an object (deleted = 1) and records a DELETE revision.
+  // Deleting an already deleted object is a no-op.
+  // Errors: kInvalidArgument for an unknown type; kNotFound if no such row.
+  [[nodiscard]] absl::Status Delete(absl::string_view object_type, absl::string_view id);
+
+  // --- Reads (see local writes at once) ---
+
+  // The row as a JSON object (all columns, system ones included, typed by
+  // column), or nullopt when absent (or a tombstone, unless asked).
+  [[nodiscard]] absl::StatusOr<std::optional<JsonValue>> Get(absl::string_view object_type,
+                                                             absl::string_view id,
+                                                             ReadOptions options = {});
+  // All rows of a type ordered by created_at, then id.
+  [[nodiscard]] absl::StatusOr<std::vector<JsonValue>> List(absl::string_view object_type,
+                                                            ReadOptions options = {});
+
+  // --- Push side ---
+
+  // Up to `limit` pending revisions in seq order (invariant 2).
+  [[nodiscard]] absl::StatusOr<std::vector<PendingRevision>> PendingRevisions(int limit);
+  [[nodiscard]] absl::StatusOr<int64_t> PendingCount();
+
+  // Marks each revision synced and stores the server's answer, all in one
+  // transaction. Unknown revision ids are kNotFound and nothing is recorded.
+  [[nodiscard]] absl::Status RecordPushResults(const std::vector<PushOutcome>& outcomes);
+
+  // --- Pull side ---
+
+  // Applies one page of remote changes and stores `next_cursor`, in one
+  // transaction (invariants 4, 5). On error nothing is applied and the
+  // cursor is unchanged.
+  [[nodiscard]] absl::StatusOr<ApplyChangesSummary> ApplyRemoteChanges(
+      const std::vector<RemoteChange>& changes, absl::string_view next_cursor);
+
+  // Forgets the cursor, so the next pull starts from the beginning of the
+  // log (after the server refused the cursor; invariant 5 makes it safe).
+  [[nodiscard]] absl::Status ResetCursor();
+
+  // --- State ---
+
+  [[nodiscard]] absl::StatusOr<SyncState> GetSyncState();
+  [[nodiscard]] absl::Status SetServerAddress(absl::string_view address);
+
+ private:
+  LocalStore(sqlite::SqliteDb db, const WallClock& clock, std::string origin_id,
+             bool newly_created);
+
+  struct StateRow;
+  absl::StatusOr<StateRow> LoadState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SaveState(const StateRow& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inserts the pending revision for a local write; `state` is advanced.
+  absl::Status WriteRevision(StateRow* state, const ObjectTypeDef& type,
+                             absl::string_view object_id, RevisionOp op, const std::string& payload,
+                             int64_t base_version, const std::string& revision_id, HlcTimestamp ts)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<JsonValue>> ReadRow(const ObjectTypeDef& type, absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> ApplyOneChange(const RemoteChange& change, HybridLogicalClock* hlc)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite::SqliteDb db_ ABSL_GUARDED_BY(mu_);
+  const WallClock& clock_;
+  const std::string origin_id_;
+  const bool newly_created_;
+};
+
+// Formats ms since the epoch as PostgreSQL prints a timestamptz in UTC
+// ("2026-11-24T22:15:57.123+00:00"), so locally made and pulled timestamps
+// compare alike.
+std::string FormatTimestamp(int64_t unix_ms);
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_CLIENT_STORE_LOCAL_STORE_H_

@@ -1,0 +1,478 @@
+#include "client/store/local_store.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include "client/store/sqlite.h"
+#include "common/uuid.h"
+#include "gtest/gtest.h"
+
+namespace pulsesync {
+namespace {
+
+class FakeClock : public WallClock {
+ public:
+  int64_t NowMs() const override { return ms_.load(); }
+  void Set(int64_t ms) { ms_.store(ms); }
+
+ private:
+  std::atomic<int64_t> ms_{1'700'000'000'000};
+};
+
+JsonValue Json(const std::string& text) {
+  absl::StatusOr<JsonValue> v = ParseJson(text);
+  EXPECT_TRUE(v.ok()) << v.status() << " in " << text;
+  return v.ok() ? *v : JsonValue();
+}
+
+class LocalStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int counter = 0;
+    path_ = ::testing::TempDir() + "/local_store_test_" + std::to_string(getpid()) + "_" +
+            std::to_string(counter++) + ".db";
+    RemoveFiles();
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    RemoveFiles();
+  }
+  void RemoveFiles() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path_ + suffix).c_str());
+  }
+  void Reopen() {
+    store_.reset();
+    LocalStoreOptions options;
+    options.clock = &clock_;
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(path_, options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  // A second raw connection, for fault injection and inspection.
+  sqlite::SqliteDb Raw() {
+    absl::StatusOr<sqlite::SqliteDb> db = sqlite::SqliteDb::Open(path_, false);
+    EXPECT_TRUE(db.ok());
+    EXPECT_TRUE(db->Exec("PRAGMA busy_timeout = 1000").ok());
+    return *std::move(db);
+  }
+  int64_t CountRows(const std::string& sql) {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st = db.Prepare(sql);
+    EXPECT_TRUE(st.ok()) << st.status();
+    absl::StatusOr<bool> row = st->Step();
+    EXPECT_TRUE(row.ok() && *row);
+    return st->ColumnInt64(0);
+  }
+  std::string CreateTeam(const std::string& name) {
+    absl::StatusOr<std::string> id = store_->Create("team", Json("{\"name\":\"" + name + "\"}"));
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or("");
+  }
+  JsonValue MustGet(const std::string& type, const std::string& id) {
+    absl::StatusOr<std::optional<JsonValue>> row =
+        store_->Get(type, id, ReadOptions{/*include_deleted=*/true});
+    EXPECT_TRUE(row.ok()) << row.status();
+    EXPECT_TRUE(row.ok() && row->has_value()) << type << " " << id << " missing";
+    return row.ok() && row->has_value() ? **row : JsonValue();
+  }
+  static RemoteChange TeamChange(const std::string& id, int64_t version, const std::string& name,
+                                 const std::string& revision_id = "") {
+    RemoteChange c;
+    c.object_type = "team";
+    c.table = "teams";
+    c.event = ChangeEvent::kUpdate;
+    c.object_id = id;
+    c.version = version;
+    c.new_record =
+        "{\"id\":\"" + id + "\",\"name\":\"" + name +
+        "\",\"created_at\":\"2024-01-01T00:00:00+00:00\",\"version\":" + std::to_string(version) +
+        ",\"updated_at\":\"2024-01-02T00:00:00+00:00\",\"deleted\":false,"
+        "\"recovered\":false,\"last_origin_id\":\"other\",\"last_revision_id\":null,"
+        "\"hlc\":\"001700000000000-0000000000-other\"}";
+    c.origin_id = "other";
+    c.revision_id = revision_id;
+    return c;
+  }
+
+  FakeClock clock_;
+  std::string path_;
+  std::unique_ptr<LocalStore> store_;
+};
+
+TEST_F(LocalStoreTest, OpenCreatesAnOriginThatSurvivesReopen) {
+  EXPECT_TRUE(store_->newly_created());
+  EXPECT_TRUE(IsUuid(store_->origin_id()));
+  const std::string origin = store_->origin_id();
+  Reopen();
+  EXPECT_FALSE(store_->newly_created());
+  EXPECT_EQ(store_->origin_id(), origin);
+}
+
+TEST_F(LocalStoreTest, OpenWithoutCreateOfMissingFileIsNotFound) {
+  LocalStoreOptions options;
+  options.create_if_missing = false;
+  EXPECT_EQ(LocalStore::Open(path_ + ".nope", options).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(LocalStoreTest, OpenRefusesADatabaseFromANewerClient) {
+  store_.reset();
+  ASSERT_TRUE(Raw().Exec("PRAGMA user_version = 99").ok());
+  LocalStoreOptions options;
+  options.clock = &clock_;
+  EXPECT_EQ(LocalStore::Open(path_, options).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(LocalStoreTest, CreateWritesRowAndPendingRevisionTogether) {
+  const std::string id = CreateTeam("Core");
+  ASSERT_TRUE(IsUuid(id));
+  JsonValue row = MustGet("team", id);
+  EXPECT_EQ(row.Find("name")->text(), "Core");
+  EXPECT_FALSE(row.Find("deleted")->bool_value());
+  EXPECT_EQ(*row.Find("version")->AsInt64(), 0);
+  EXPECT_EQ(row.Find("created_at")->text(), "2023-11-14T22:13:20+00:00");
+
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 1u);
+  const PendingRevision& rev = (*pending)[0];
+  EXPECT_EQ(rev.object_type, "team");
+  EXPECT_EQ(rev.object_id, id);
+  EXPECT_EQ(rev.origin_id, store_->origin_id());
+  EXPECT_EQ(rev.seq, 1);
+  EXPECT_EQ(rev.op, RevisionOp::kUpsert);
+  EXPECT_EQ(rev.base_version, 0);
+  EXPECT_EQ(rev.clock.physical_ms, clock_.NowMs());
+  EXPECT_EQ(Json(rev.payload), Json(R"({"name":"Core","created_at":"2023-11-14T22:13:20+00:00"})"));
+  EXPECT_EQ(row.Find("last_revision_id")->text(), rev.id);
+}
+
+TEST_F(LocalStoreTest, CreateAcceptsAGivenIdAndRefusesATakenOne) {
+  const std::string id = NewUuid();
+  absl::StatusOr<std::string> got =
+      store_->Create("teams", Json(R"({"id":")" + id + R"(","name":"A"})"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, id);
+  EXPECT_EQ(store_->Create("team", Json(R"({"id":")" + id + R"(","name":"B"})")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(*store_->PendingCount(), 1);
+}
+
+TEST_F(LocalStoreTest, LocalWriteAndRevisionAreAtomic) {
+  // Make the revisions insert fail: the row write must roll back with it.
+  ASSERT_TRUE(Raw()
+                  .Exec("CREATE TRIGGER fail_rev BEFORE INSERT ON revisions "
+                        "BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+                  .ok());
+  absl::StatusOr<std::string> id = store_->Create("team", Json(R"({"name":"Core"})"));
+  EXPECT_FALSE(id.ok());
+  EXPECT_EQ(CountRows("SELECT count(*) FROM teams"), 0);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), 0);
+  EXPECT_EQ(CountRows("SELECT next_seq FROM sync_state"), 1);
+}
+
+TEST_F(LocalStoreTest, InvalidWritesAreRefusedAndWriteNothing) {
+  struct Case {
+    std::string type, fields, expect_in_message;
+  };
+  const std::string team = NewUuid();
+  const std::vector<Case> cases = {
+      {"widget", R"({"name":"x"})", "unknown object type \"widget\""},
+      {"team", R"({"name":"x","colour":"red"})", "unknown field \"colour\""},
+      {"team", R"({"name":"x","version":3})", "field \"version\" is set by the server"},
+      {"team", R"({"name":"x","deleted":true})", "field \"deleted\" is set by the server"},
+      {"team", R"({})", "missing required field(s) \"name\""},
+      {"team", R"({"name":null})", "\"name\" of object type \"team\" cannot be null"},
+      {"task", R"({"team_id":")" + team + R"(","title":"t","priority":"high"})",
+       "\"priority\" of object type \"task\" expects integer"},
+      {"task", R"({"team_id":"not-a-uuid","title":"t"})", "expects uuid"},
+      {"team", R"(["name"])", "fields must be a JSON object"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> id = store_->Create(c.type, Json(c.fields));
+    ASSERT_FALSE(id.ok()) << c.fields;
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument) << c.fields;
+    EXPECT_NE(id.status().message().find(c.expect_in_message), std::string::npos)
+        << id.status() << " should mention " << c.expect_in_message;
+  }
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), 0);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM teams"), 0);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM tasks"), 0);
+
+  const std::string id = CreateTeam("Core");
+  EXPECT_EQ(store_->Update("team", id, Json(R"({"hlc":"x"})")).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Update("team", id, Json(R"({"nope":1})")).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Update("team", id, Json(R"({})")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*store_->PendingCount(), 1);
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "Core");
+}
+
+TEST_F(LocalStoreTest, UpdateSetsOnlyTheGivenFields) {
+  const std::string team = CreateTeam("Core");
+  absl::StatusOr<std::string> task = store_->Create(
+      "task", Json(R"({"team_id":")" + team + R"(","title":"Write docs","priority":2})"));
+  ASSERT_TRUE(task.ok()) << task.status();
+  JsonValue row = MustGet("task", *task);
+  EXPECT_EQ(row.Find("status")->text(), "todo");  // local default, as on the server
+  ASSERT_TRUE(store_->Update("task", *task, Json(R"({"status":"done","description":null})")).ok());
+  row = MustGet("task", *task);
+  EXPECT_EQ(row.Find("status")->text(), "done");
+  EXPECT_TRUE(row.Find("description")->is_null());
+  EXPECT_EQ(row.Find("title")->text(), "Write docs");
+  EXPECT_EQ(*row.Find("priority")->AsInt64(), 2);
+
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 3u);
+  EXPECT_EQ(Json(pending->back().payload), Json(R"({"status":"done","description":null})"));
+}
+
+TEST_F(LocalStoreTest, UpdateOrDeleteOfMissingObjectIsNotFound) {
+  EXPECT_EQ(store_->Update("team", NewUuid(), Json(R"({"name":"x"})")).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Delete("team", NewUuid()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Delete("team", "junk").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LocalStoreTest, DeleteTombstonesAndReadsHideTombstones) {
+  const std::string a = CreateTeam("A");
+  clock_.Set(clock_.NowMs() + 1000);
+  const std::string b = CreateTeam("B");
+  ASSERT_TRUE(store_->Delete("team", a).ok());
+  ASSERT_TRUE(store_->Delete("team", a).ok());  // idempotent, no second revision
+
+  EXPECT_FALSE(store_->Get("team", a)->has_value());
+  EXPECT_TRUE(MustGet("team", a).Find("deleted")->bool_value());
+  absl::StatusOr<std::vector<JsonValue>> live = store_->List("team");
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ((*live)[0].Find("id")->text(), b);
+  absl::StatusOr<std::vector<JsonValue>> all = store_->List("team", ReadOptions{true});
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].Find("id")->text(), a);  // created first
+
+  EXPECT_EQ(store_->Update("team", a, Json(R"({"name":"x"})")).code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 3u);
+  EXPECT_EQ(pending->back().op, RevisionOp::kDelete);
+  EXPECT_EQ(pending->back().object_id, a);
+}
+
+TEST_F(LocalStoreTest, PendingRevisionsComeInSeqOrderAndRespectTheLimit) {
+  const std::string id = CreateTeam("v0");
+  for (int i = 1; i <= 9; ++i) {
+    clock_.Set(clock_.NowMs() - 10);  // a wall clock running backwards changes nothing
+    ASSERT_TRUE(store_->Update("team", id, Json(R"({"name":"v)" + std::to_string(i) + "\"}")).ok());
+  }
+  absl::StatusOr<std::vector<PendingRevision>> first = store_->PendingRevisions(4);
+  ASSERT_EQ(first->size(), 4u);
+  absl::StatusOr<std::vector<PendingRevision>> all = store_->PendingRevisions(100);
+  ASSERT_EQ(all->size(), 10u);
+  for (size_t i = 0; i < all->size(); ++i) {
+    EXPECT_EQ((*all)[i].seq, static_cast<int64_t>(i + 1));
+    if (i > 0) {
+      EXPECT_GT((*all)[i].clock, (*all)[i - 1].clock);
+    }
+  }
+  EXPECT_EQ((*first)[3].id, (*all)[3].id);
+}
+
+TEST_F(LocalStoreTest, RecordPushResultsMarksSyncedAndKeepsRejectReasons) {
+  const std::string a = CreateTeam("A");
+  const std::string b = CreateTeam("B");
+  const std::string c = CreateTeam("C");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 3u);
+  std::vector<PushOutcome> outcomes = {
+      {(*pending)[0].id, PushOutcome::Kind::kApplied, 11, false, ""},
+      {(*pending)[1].id, PushOutcome::Kind::kRejected, 0, false, "bad team"},
+  };
+  ASSERT_TRUE(store_->RecordPushResults(outcomes).ok());
+  pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].object_id, c);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions WHERE synced = 1 AND outcome = 'rejected' "
+                      "AND reject_reason = 'bad team'"),
+            1);
+  EXPECT_EQ(CountRows("SELECT server_version FROM revisions WHERE object_id = '" + a + "'"), 11);
+
+  // An unknown id records nothing at all.
+  std::vector<PushOutcome> bad = {{(*pending)[0].id, PushOutcome::Kind::kApplied, 12, false, ""},
+                                  {NewUuid(), PushOutcome::Kind::kApplied, 1, false, ""}};
+  EXPECT_EQ(store_->RecordPushResults(bad).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store_->PendingCount(), 1);
+}
+
+TEST_F(LocalStoreTest, RemoteChangesInsertRowsRecordRevisionsAndSaveTheCursor) {
+  const std::string id = NewUuid();
+  const std::string rev = NewUuid();
+  absl::StatusOr<ApplyChangesSummary> s =
+      store_->ApplyRemoteChanges({TeamChange(id, 5, "Remote", rev)}, "cursor-1");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 1);
+  JsonValue row = MustGet("team", id);
+  EXPECT_EQ(row.Find("name")->text(), "Remote");
+  EXPECT_EQ(*row.Find("version")->AsInt64(), 5);
+  EXPECT_EQ(row.Find("last_origin_id")->text(), "other");
+  EXPECT_EQ(store_->GetSyncState()->cursor, "cursor-1");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions WHERE id = '" + rev +
+                      "' AND synced = 1 AND server_version = 5"),
+            1);
+  EXPECT_EQ(*store_->PendingCount(), 0);
+
+  // Redelivery: skipped, and the revision is not recorded twice.
+  s = store_->ApplyRemoteChanges({TeamChange(id, 5, "Remote", rev)}, "cursor-2");
+  EXPECT_EQ(s->skipped, 1);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), 1);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "cursor-2");
+}
+
+TEST_F(LocalStoreTest, RemoteChangesOlderThanTheLocalVersionAreSkipped) {
+  const std::string id = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 7, "seven")}, "c1").ok());
+  absl::StatusOr<ApplyChangesSummary> s = store_->ApplyRemoteChanges(
+      {TeamChange(id, 6, "six"), TeamChange(id, 7, "seven again")}, "c2");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->skipped, 2);
+  EXPECT_EQ(s->applied, 0);
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "seven");
+  s = store_->ApplyRemoteChanges({TeamChange(id, 9, "nine")}, "c3");
+  EXPECT_EQ(s->applied, 1);
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "nine");
+}
+
+TEST_F(LocalStoreTest, RemoteChangesKeepFieldsOfPendingLocalRevisions) {
+  const std::string team = NewUuid();
+  const std::string task = NewUuid();
+  RemoteChange c;
+  c.object_type = "task";
+  c.object_id = task;
+  c.version = 3;
+  c.new_record = R"({"id":")" + task + R"(","team_id":")" + team +
+                 R"(","title":"Remote title","status":"todo","priority":1,"deleted":false})";
+  ASSERT_TRUE(store_->ApplyRemoteChanges({c}, "c1").ok());
+  ASSERT_TRUE(store_->Update("task", task, Json(R"({"status":"doing"})")).ok());
+
+  c.version = 4;
+  c.new_record = R"({"id":")" + task + R"(","team_id":")" + team +
+                 R"(","title":"Renamed","status":"blocked","priority":5,"deleted":false})";
+  absl::StatusOr<ApplyChangesSummary> s = store_->ApplyRemoteChanges({c}, "c2");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 1);
+  JsonValue row = MustGet("task", task);
+  EXPECT_EQ(row.Find("status")->text(), "doing");   // pending local edit wins locally
+  EXPECT_EQ(row.Find("title")->text(), "Renamed");  // the rest merges
+  EXPECT_EQ(*row.Find("priority")->AsInt64(), 5);
+  EXPECT_EQ(*row.Find("version")->AsInt64(), 4);
+
+  // Once the local revision is synced, the server's value applies.
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ(pending->front().base_version, 3);
+  ASSERT_TRUE(
+      store_->RecordPushResults({{pending->front().id, PushOutcome::Kind::kApplied, 5, false, ""}})
+          .ok());
+  c.version = 5;
+  c.new_record = R"({"id":")" + task + R"(","title":"Renamed","status":"doing"})";
+  ASSERT_TRUE(store_->ApplyRemoteChanges({c}, "c3").ok());
+  EXPECT_EQ(MustGet("task", task).Find("status")->text(), "doing");
+}
+
+TEST_F(LocalStoreTest, RemoteChangeDoesNotUndoAPendingLocalDelete) {
+  const std::string id = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 1, "A")}, "c1").ok());
+  ASSERT_TRUE(store_->Delete("team", id).ok());
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 2, "B")}, "c2").ok());
+  JsonValue row = MustGet("team", id);
+  EXPECT_TRUE(row.Find("deleted")->bool_value());
+  EXPECT_EQ(row.Find("name")->text(), "B");
+}
+
+TEST_F(LocalStoreTest, RemoteTombstoneAndHardDelete) {
+  const std::string a = NewUuid();
+  const std::string b = NewUuid();
+  ASSERT_TRUE(
+      store_->ApplyRemoteChanges({TeamChange(a, 1, "A"), TeamChange(b, 2, "B")}, "c1").ok());
+
+  RemoteChange tomb = TeamChange(a, 3, "A");
+  tomb.event = ChangeEvent::kDelete;
+  tomb.new_record.replace(tomb.new_record.find("\"deleted\":false"), 15, "\"deleted\":true");
+  RemoteChange hard;
+  hard.object_type = "team";
+  hard.event = ChangeEvent::kDelete;
+  hard.object_id = b;
+  hard.version = 4;
+  absl::StatusOr<ApplyChangesSummary> s = store_->ApplyRemoteChanges({tomb, hard}, "c2");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 2);
+  EXPECT_FALSE(store_->Get("team", a)->has_value());
+  EXPECT_TRUE(MustGet("team", a).Find("deleted")->bool_value());
+  EXPECT_FALSE(store_->Get("team", b, ReadOptions{true})->has_value());
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions WHERE op = 'delete'"), 2);
+}
+
+TEST_F(LocalStoreTest, AFailedPageAppliesNothingAndKeepsTheCursor) {
+  const std::string a = NewUuid();
+  const std::string b = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(a, 1, "A")}, "c1").ok());
+  ASSERT_TRUE(Raw()
+                  .Exec("CREATE TRIGGER fail_rev BEFORE INSERT ON revisions WHEN "
+                        "NEW.object_id = '" +
+                        b + "' BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+                  .ok());
+  absl::StatusOr<ApplyChangesSummary> s =
+      store_->ApplyRemoteChanges({TeamChange(a, 2, "A2"), TeamChange(b, 3, "B")}, "c2");
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(MustGet("team", a).Find("name")->text(), "A");
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c1");
+}
+
+TEST_F(LocalStoreTest, UnknownObjectTypesAndMalformedRecordsAreSkipped) {
+  RemoteChange unknown = TeamChange(NewUuid(), 1, "x");
+  unknown.object_type = "invoice";
+  unknown.table = "invoices";
+  RemoteChange bad = TeamChange(NewUuid(), 1, "x");
+  bad.new_record = "{not json";
+  absl::StatusOr<ApplyChangesSummary> s = store_->ApplyRemoteChanges({unknown, bad}, "c1");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->skipped, 2);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c1");
+}
+
+TEST_F(LocalStoreTest, RemoteClocksAdvanceTheLocalClock) {
+  const std::string id = NewUuid();
+  RemoteChange c = TeamChange(id, 1, "A");
+  const int64_t future = clock_.NowMs() + 3'600'000;
+  c.new_record.replace(c.new_record.find("001700000000000-0000000000"), 26,
+                       "00" + std::to_string(future) + "-0000000004");
+  ASSERT_TRUE(store_->ApplyRemoteChanges({c}, "c1").ok());
+  EXPECT_EQ(store_->GetSyncState()->hlc, (HlcTimestamp{future, 4}));
+  ASSERT_TRUE(store_->Update("team", id, Json(R"({"name":"B"})")).ok());
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(1);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ(pending->front().clock, (HlcTimestamp{future, 5}));
+}
+
+TEST_F(LocalStoreTest, StateSurvivesReopen) {
+  const std::string id = CreateTeam("A");
+  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "cur").ok());
+  ASSERT_TRUE(store_->SetServerAddress("localhost:1").ok());
+  Reopen();
+  absl::StatusOr<SyncState> s = store_->GetSyncState();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->cursor, "cur");
+  EXPECT_EQ(s->server_address, "localhost:1");
+  EXPECT_EQ(s->next_seq, 2);
+  EXPECT_EQ(s->pending_revisions, 1);
+  ASSERT_TRUE(store_->ResetCursor().ok());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "");
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "A");
+}
+
+}  // namespace
+}  // namespace pulsesync
