@@ -94,11 +94,12 @@ absl::StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
     if (!entry.is_regular_file() || !absl::EndsWith(file, ".sql")) continue;
     const std::string name = file.substr(0, file.size() - 4);
     const size_t us = name.find('_');
-    if (us == std::string::npos || us == 0 || us + 1 == name.size() ||
+    // Exactly four digits: names sort in number order only at one width.
+    if (us != 4 || us + 1 == name.size() ||
         !std::all_of(name.begin(), name.begin() + us,
                      [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); })) {
       return absl::InvalidArgumentError(
-          absl::StrCat("migration file ", file, " is not named NNNN_description.sql"));
+          absl::StrCat("migration file ", file, " is not named NNNN_description.sql (four digits)"));
     }
     const std::string number = name.substr(0, us);
     if (numbers.count(number)) {

@@ -25,7 +25,7 @@ struct Migration {
 // SHA-256 of the file's bytes, lowercase hex.
 std::string MigrationChecksum(absl::string_view sql);
 
-// Reads every "NNNN_*.sql" file of `dir`, sorted by name. kNotFound if the
+// Reads every "NNNN_*.sql" file of `dir` (exactly four digits), sorted by name. kNotFound if the
 // directory does not exist; kInvalidArgument for a file named otherwise
 // ending in .sql, or two files with one number.
 absl::StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir);

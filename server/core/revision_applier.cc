@@ -16,6 +16,7 @@ namespace {
 constexpr char kApplyStatement[] = "pulsesync_apply_revisions";
 constexpr size_t kMaxOriginIdLength = 200;
 constexpr size_t kMaxObjectTypeLength = 63;
+constexpr int64_t kMaxClockMs = 1'000'000'000'000'000;  // 10^15 ms: year 33658
 
 std::string RevisionJson(const v1::Revision& r) {
   const bool upsert = r.op() == v1::OPERATION_UPSERT;
@@ -95,6 +96,12 @@ std::string ValidateRevision(const v1::Revision& r, const ApplyLimits& limits) {
   if (r.created_at() < 0) return "created_at is negative";
   if (r.base_version() < 0) return "base_version is negative";
   if (r.clock().physical_ms() < 0) return "clock.physical_ms is negative";
+  // HlcText orders clocks in a fixed 15-digit field; a larger reading (e.g.
+  // microseconds sent by mistake) would sort wrongly and win forever.
+  const int64_t physical = r.clock().physical_ms() != 0 ? r.clock().physical_ms() : r.created_at();
+  if (physical >= kMaxClockMs) {
+    return absl::StrCat("clock ", physical, " is not a time in milliseconds since the epoch");
+  }
   switch (r.op()) {
     case v1::OPERATION_UPSERT: {
       if (r.payload().size() > limits.max_payload_bytes) {
