@@ -1,5 +1,6 @@
 #include "server/core/revision_applier.h"
 
+#include <algorithm>
 #include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
@@ -89,6 +90,14 @@ std::string ValidateRevision(const v1::Revision& r, const ApplyLimits& limits) {
   if (r.object_type().size() > kMaxObjectTypeLength) return "object_type is too long";
   if (!IsUuid(r.object_id())) return absl::StrCat("object_id \"", r.object_id(), "\" is not a UUID");
   if (r.origin_id().empty()) return "origin_id is missing";
+  // These travel inside the batch's JSON text, where PostgreSQL refuses
+  // U+0000; a control character would fail the whole batch, not just this
+  // revision.
+  auto has_control = [](absl::string_view s) {
+    return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+  };
+  if (has_control(r.object_type())) return "object_type contains a control character";
+  if (has_control(r.origin_id())) return "origin_id contains a control character";
   if (r.origin_id().size() > kMaxOriginIdLength) {
     return absl::StrCat("origin_id is longer than ", kMaxOriginIdLength, " bytes");
   }

@@ -1,0 +1,505 @@
+// ReadChanges against a real PostgreSQL, including the property the feed
+// exists for (server/core/change_feed.h): commit safety with transactions
+// that take their log positions early and commit late, or roll back.
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/uuid.h"
+#include "gtest/gtest.h"
+#include "pulsesync/v1/sync.pb.h"
+#include "server/core/change_feed.h"
+#include "server/core/cursor.h"
+#include "server/storage/pg_session.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_database.h"
+
+namespace pulsesync {
+namespace {
+
+using ::pulsesync::testing::StatusIs;
+using ::pulsesync::testing::TestDatabase;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+class ChangeFeedPgTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PS_REQUIRE_POSTGRES();
+    ASSERT_OK_AND_ASSIGN(db_, TestDatabase::Create());
+    PgSessionOptions options;
+    options.database_url = db_->url();
+    options.statements = ChangeFeedStatements();
+    session_ = std::make_unique<PgSession>(options);
+    team_ = NewUuid();
+    ASSERT_OK(db_->Execute(
+        absl::StrCat("INSERT INTO public.teams (id, name) VALUES ('", team_, "', 'Core')")));
+  }
+
+  std::string InsertTaskSql(const std::string& id, const std::string& title = "t") const {
+    return absl::StrCat("INSERT INTO public.tasks (id, team_id, title) VALUES ('", id, "', '",
+                        team_, "', '", title, "')");
+  }
+
+  // Inserts a task in its own committed transaction; returns its id.
+  std::string InsertTask(const std::string& title = "t") {
+    const std::string id = NewUuid();
+    EXPECT_OK(db_->Execute(InsertTaskSql(id, title)));
+    return id;
+  }
+
+  std::string Query(const std::string& sql) {
+    absl::StatusOr<std::string> v = db_->QueryValue(sql);
+    EXPECT_OK(v) << sql;
+    return v.ok() ? *v : "<error>";
+  }
+
+  // Pulls pages until has_more is false; returns every change and the final
+  // cursor through `cursor`. Fails the test after too many pages.
+  std::vector<v1::Change> Drain(std::string& cursor, uint32_t limit = 1000) {
+    std::vector<v1::Change> all;
+    for (int pages = 0; pages < 10000; ++pages) {
+      absl::StatusOr<PullPage> page = ReadChanges(*session_, cursor, limit);
+      EXPECT_OK(page.status());
+      if (!page.ok()) return all;
+      EXPECT_LE(page->changes.size(), limit);
+      all.insert(all.end(), page->changes.begin(), page->changes.end());
+      cursor = page->next_cursor;
+      if (!page->has_more) return all;
+    }
+    ADD_FAILURE() << "the feed never ran out of pages";
+    return all;
+  }
+
+  static std::vector<std::string> ObjectIds(const std::vector<v1::Change>& changes) {
+    std::vector<std::string> ids;
+    for (const v1::Change& c : changes) ids.push_back(c.object_id());
+    return ids;
+  }
+
+  uint64_t SystemId() {
+    uint64_t id = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(
+        Query("SELECT system_identifier::text FROM pg_control_system()"), &id));
+    return id;
+  }
+
+  std::unique_ptr<TestDatabase> db_;
+  std::unique_ptr<PgSession> session_;
+  std::string team_;
+};
+
+TEST_F(ChangeFeedPgTest, ReturnsEveryChangeFromTheStartInPositionOrder) {
+  const std::string a = InsertTask("a");
+  const std::string b = InsertTask("b");
+  ASSERT_OK(db_->Execute(absl::StrCat("UPDATE public.tasks SET status = 'done' WHERE id = '", a,
+                                      "'")));
+  ASSERT_OK(db_->Execute(absl::StrCat("DELETE FROM public.tasks WHERE id = '", b, "'")));
+
+  ASSERT_OK_AND_ASSIGN(PullPage page, ReadChanges(*session_, "", 1000));
+  EXPECT_FALSE(page.has_more);
+  ASSERT_EQ(page.changes.size(), 5u);  // team, a, b, update a, delete b
+  std::string positions;
+  for (size_t i = 0; i < page.changes.size(); ++i) {
+    if (i > 0) {
+      EXPECT_GT(page.changes[i].position(), page.changes[i - 1].position());
+      positions += ",";
+    }
+    positions += std::to_string(page.changes[i].position());
+  }
+  EXPECT_EQ(positions,
+            Query("SELECT string_agg(position::text, ',' ORDER BY position) FROM "
+                  "pulsesync.change_log"));
+  EXPECT_EQ(ObjectIds(page.changes), (std::vector<std::string>{team_, a, b, a, b}));
+
+  const v1::Change& team = page.changes[0];
+  EXPECT_EQ(team.table(), "teams");
+  EXPECT_EQ(team.object_type(), "team");
+  EXPECT_EQ(team.team_id(), team_);  // a team is in its own scope
+
+  const v1::Change& insert = page.changes[1];
+  EXPECT_EQ(insert.schema(), "public");
+  EXPECT_EQ(insert.table(), "tasks");
+  EXPECT_EQ(insert.object_type(), "task");
+  EXPECT_EQ(insert.event(), v1::EVENT_TYPE_INSERT);
+  EXPECT_EQ(insert.team_id(), team_);
+  EXPECT_THAT(insert.new_record(), AllOf(HasSubstr("\"title\": \"a\""), HasSubstr(a)));
+  EXPECT_EQ(insert.old_record(), "");
+  EXPECT_EQ(insert.origin_id(), "");
+  EXPECT_EQ(insert.revision_id(), "");
+  EXPECT_EQ(std::to_string(insert.version()),
+            Query(absl::StrCat("SELECT version FROM pulsesync.change_log WHERE position = ",
+                               insert.position())));
+  EXPECT_GT(insert.commit_timestamp_ms(), 1600000000000);
+
+  EXPECT_EQ(page.changes[3].event(), v1::EVENT_TYPE_UPDATE);
+  EXPECT_THAT(page.changes[3].old_record(), HasSubstr("\"status\": \"todo\""));
+  EXPECT_EQ(page.changes[4].event(), v1::EVENT_TYPE_DELETE);
+  EXPECT_EQ(page.changes[4].new_record(), "");
+  EXPECT_THAT(page.changes[4].old_record(), HasSubstr("\"title\": \"b\""));
+  EXPECT_GT(page.changes[4].version(), page.changes[2].version());
+
+  ASSERT_OK_AND_ASSIGN(Cursor next, DecodeCursor(page.next_cursor));
+  EXPECT_EQ(next.system_id, SystemId());
+  EXPECT_TRUE(next.batch_upper.empty());
+}
+
+TEST_F(ChangeFeedPgTest, PagingDeliversEveryChangeExactlyOnce) {
+  for (int i = 0; i < 22; ++i) InsertTask(absl::StrCat("t", i));  // 23 changes with the team
+  std::string cursor;
+  std::vector<int64_t> positions;
+  std::vector<size_t> page_sizes;
+  bool wrote_between_pages = false;
+  std::string late;
+  for (int pages = 0; pages < 100; ++pages) {
+    ASSERT_OK_AND_ASSIGN(PullPage page, ReadChanges(*session_, cursor, 5));
+    page_sizes.push_back(page.changes.size());
+    for (const v1::Change& c : page.changes) positions.push_back(c.position());
+    cursor = page.next_cursor;
+    if (!page.has_more) break;
+    EXPECT_EQ(page.changes.size(), 5u);
+    if (!wrote_between_pages) {
+      // A write committed while a batch is being paged belongs to a later batch.
+      late = InsertTask("late");
+      wrote_between_pages = true;
+    }
+  }
+  EXPECT_EQ(page_sizes, (std::vector<size_t>{5, 5, 5, 5, 3}));
+  ASSERT_EQ(positions.size(), 23u);
+  for (size_t i = 1; i < positions.size(); ++i) EXPECT_GT(positions[i], positions[i - 1]);
+
+  // The late write comes in the next batch, alone.
+  ASSERT_OK_AND_ASSIGN(PullPage next, ReadChanges(*session_, cursor, 5));
+  EXPECT_FALSE(next.has_more);
+  EXPECT_EQ(ObjectIds(next.changes), std::vector<std::string>{late});
+  positions.push_back(next.changes.empty() ? -1 : next.changes[0].position());
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.change_log"), std::to_string(positions.size()));
+  EXPECT_EQ(std::set<int64_t>(positions.begin(), positions.end()).size(), positions.size());
+}
+
+TEST_F(ChangeFeedPgTest, PagingEndsCleanlyWhenTheBatchFillsTheLastPage) {
+  for (int i = 0; i < 9; ++i) InsertTask();  // 10 changes
+  std::string cursor;
+  std::vector<bool> has_more;
+  size_t total = 0;
+  for (int pages = 0; pages < 10; ++pages) {
+    ASSERT_OK_AND_ASSIGN(PullPage page, ReadChanges(*session_, cursor, 5));
+    total += page.changes.size();
+    has_more.push_back(page.has_more);
+    cursor = page.next_cursor;
+    if (!page.has_more) break;
+  }
+  EXPECT_EQ(total, 10u);
+  EXPECT_EQ(has_more, (std::vector<bool>{true, false}));
+  ASSERT_OK_AND_ASSIGN(PullPage after, ReadChanges(*session_, cursor, 5));
+  EXPECT_TRUE(after.changes.empty());
+}
+
+TEST_F(ChangeFeedPgTest, FinalCursorReturnsNothingThenOnlyNewWrites) {
+  InsertTask();
+  std::string cursor;
+  ASSERT_EQ(Drain(cursor).size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(PullPage empty, ReadChanges(*session_, cursor, 100));
+    EXPECT_TRUE(empty.changes.empty());
+    EXPECT_FALSE(empty.has_more);
+    cursor = empty.next_cursor;
+  }
+  const std::string x = InsertTask("x");
+  const std::string y = InsertTask("y");
+  ASSERT_OK_AND_ASSIGN(PullPage page, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(page.changes), (std::vector<std::string>{x, y}));
+  ASSERT_OK_AND_ASSIGN(PullPage again, ReadChanges(*session_, page.next_cursor, 100));
+  EXPECT_TRUE(again.changes.empty());
+}
+
+TEST_F(ChangeFeedPgTest, DeliversALongTransactionAfterItCommits) {
+  std::string cursor;
+  Drain(cursor);
+
+  pqxx::connection c1(db_->url());
+  pqxx::work t1(c1);
+  const std::string early = NewUuid();
+  t1.exec(InsertTaskSql(early, "early"));  // takes the lower position, commits late
+  const std::string late = InsertTask("late");
+
+  ASSERT_OK_AND_ASSIGN(PullPage first, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(first.changes), std::vector<std::string>{late});
+  EXPECT_FALSE(first.has_more);
+  cursor = first.next_cursor;
+
+  t1.commit();
+  EXPECT_LT(std::stoll(Query(absl::StrCat(
+                "SELECT position FROM pulsesync.change_log WHERE object_id = '", early, "'"))),
+            first.changes.empty() ? 0 : first.changes[0].position());
+
+  ASSERT_OK_AND_ASSIGN(PullPage second, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(second.changes), std::vector<std::string>{early});
+  ASSERT_OK_AND_ASSIGN(PullPage third, ReadChanges(*session_, second.next_cursor, 100));
+  EXPECT_TRUE(third.changes.empty()) << "delivered twice: " << third.changes[0].object_id();
+}
+
+TEST_F(ChangeFeedPgTest, DeliversALongTransactionThatGotItsIdAfterTheCursor) {
+  // T1 begins before the reader's snapshot but takes its xid only after it:
+  // its txid is then >= xmax of the cursor and in no xip list.
+  std::string cursor;
+  Drain(cursor);
+  pqxx::connection c1(db_->url());
+  pqxx::work t1(c1);
+  t1.exec("SELECT 1");
+  ASSERT_OK_AND_ASSIGN(PullPage empty, ReadChanges(*session_, cursor, 100));
+  EXPECT_TRUE(empty.changes.empty());
+  cursor = empty.next_cursor;
+  const std::string late = InsertTask("other");  // a committed neighbour, higher xid
+  const std::string mine = NewUuid();
+  t1.exec(InsertTaskSql(mine, "mine"));
+  ASSERT_OK_AND_ASSIGN(PullPage first, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(first.changes), std::vector<std::string>{late});
+  t1.commit();
+  ASSERT_OK_AND_ASSIGN(PullPage second, ReadChanges(*session_, first.next_cursor, 100));
+  EXPECT_EQ(ObjectIds(second.changes), std::vector<std::string>{mine});
+}
+
+TEST_F(ChangeFeedPgTest, RolledBackTransactionIsNeverDeliveredAndBlocksNobody) {
+  std::string cursor;
+  Drain(cursor);
+  pqxx::connection c1(db_->url());
+  auto t1 = std::make_unique<pqxx::work>(c1);
+  const std::string doomed = NewUuid();
+  t1->exec(InsertTaskSql(doomed, "doomed"));
+  const std::string kept = InsertTask("kept");
+
+  ASSERT_OK_AND_ASSIGN(PullPage first, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(first.changes), std::vector<std::string>{kept});
+
+  t1->abort();
+  t1.reset();
+  const std::string after = InsertTask("after");
+  std::string next = first.next_cursor;
+  const std::vector<v1::Change> rest = Drain(next);
+  EXPECT_EQ(ObjectIds(rest), std::vector<std::string>{after});
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM pulsesync.change_log WHERE object_id = '",
+                               doomed, "'")),
+            "0");
+}
+
+TEST_F(ChangeFeedPgTest, IdleOpenTransactionsHoldBackNobody) {
+  std::string cursor;
+  Drain(cursor);
+  // One open transaction without an xid, one with an xid that wrote nothing.
+  pqxx::connection c1(db_->url());
+  pqxx::work idle(c1);
+  idle.exec("SELECT count(*) FROM public.tasks");
+  pqxx::connection c2(db_->url());
+  pqxx::work with_xid(c2);
+  with_xid.exec("SELECT pg_current_xact_id()");
+
+  const std::string a = InsertTask("a");
+  ASSERT_OK_AND_ASSIGN(PullPage first, ReadChanges(*session_, cursor, 100));
+  EXPECT_EQ(ObjectIds(first.changes), std::vector<std::string>{a});
+  const std::string b = InsertTask("b");
+  ASSERT_OK_AND_ASSIGN(PullPage second, ReadChanges(*session_, first.next_cursor, 100));
+  EXPECT_EQ(ObjectIds(second.changes), std::vector<std::string>{b});
+
+  idle.commit();
+  with_xid.commit();
+  ASSERT_OK_AND_ASSIGN(PullPage third, ReadChanges(*session_, second.next_cursor, 100));
+  EXPECT_TRUE(third.changes.empty());
+}
+
+TEST_F(ChangeFeedPgTest, SavepointRolledBackInsideACommittedTransactionIsNotDelivered) {
+  std::string cursor;
+  Drain(cursor);
+  const std::string kept = NewUuid();
+  const std::string undone = NewUuid();
+  {
+    pqxx::connection c(db_->url());
+    pqxx::work t(c);
+    t.exec("SAVEPOINT s1");
+    t.exec(InsertTaskSql(kept, "kept"));
+    t.exec("RELEASE SAVEPOINT s1");
+    t.exec("SAVEPOINT s2");
+    t.exec(InsertTaskSql(undone, "undone"));
+    t.exec("ROLLBACK TO SAVEPOINT s2");
+    t.commit();
+  }
+  EXPECT_EQ(ObjectIds(Drain(cursor)), std::vector<std::string>{kept});
+}
+
+// Four writers commit, roll back and hold transactions open while a reader
+// follows the feed; every committed row must arrive exactly once, no
+// rolled-back row ever. The writers' choices come from a printed seed
+// (PULSESYNC_TEST_SEED reproduces a run).
+TEST_F(ChangeFeedPgTest, ConcurrentWritersLoseAndDoubleNothing) {
+  uint64_t seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  if (const char* s = std::getenv("PULSESYNC_TEST_SEED")) {
+    ASSERT_TRUE(absl::SimpleAtoi(s, &seed)) << s;
+  }
+  std::cout << "PULSESYNC_TEST_SEED=" << seed << std::endl;
+  RecordProperty("seed", std::to_string(seed));
+
+  constexpr int kWriters = 4;
+  constexpr int kTransactionsPerWriter = 200;
+  struct WriterLog {
+    std::vector<std::string> committed;
+    std::vector<std::string> rolled_back;
+    std::string error;
+  };
+  std::vector<WriterLog> logs(kWriters);
+  std::atomic<int> writers_running{kWriters};
+
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      WriterLog& log = logs[w];
+      try {
+        std::mt19937_64 rng(seed + w);
+        pqxx::connection conn(db_->url());
+        {
+          pqxx::nontransaction nt(conn);
+          nt.exec("SET synchronous_commit = off");
+        }
+        for (int i = 0; i < kTransactionsPerWriter; ++i) {
+          const int kind = static_cast<int>(rng() % 100);
+          const int rows = 1 + static_cast<int>(rng() % 3);
+          pqxx::work tx(conn);
+          std::vector<std::string> ids;
+          std::vector<std::string> undone;
+          for (int r = 0; r < rows; ++r) {
+            ids.push_back(NewUuid());
+            tx.exec(InsertTaskSql(ids.back(), "s"));
+          }
+          if (kind < 15) {  // a long transaction: others commit meanwhile
+            tx.exec(absl::StrCat("SELECT pg_sleep(", 0.001 * (1 + rng() % 8), ")"));
+          } else if (kind < 25) {  // part of it undone by a savepoint
+            tx.exec("SAVEPOINT s");
+            undone.push_back(NewUuid());
+            tx.exec(InsertTaskSql(undone.back(), "undone"));
+            tx.exec("ROLLBACK TO SAVEPOINT s");
+          }
+          if (kind >= 85) {  // rolled back, sometimes after holding it open
+            if (kind >= 93) tx.exec("SELECT pg_sleep(0.003)");
+            tx.abort();
+            log.rolled_back.insert(log.rolled_back.end(), ids.begin(), ids.end());
+          } else {
+            tx.commit();
+            log.committed.insert(log.committed.end(), ids.begin(), ids.end());
+          }
+          log.rolled_back.insert(log.rolled_back.end(), undone.begin(), undone.end());
+        }
+      } catch (const std::exception& e) {
+        log.error = e.what();
+      }
+      --writers_running;
+    });
+  }
+
+  std::map<std::string, int> delivered;  // task id -> times delivered
+  std::set<int64_t> positions;
+  int duplicate_positions = 0;
+  int pulls = 0;
+  std::string reader_error;
+  std::string cursor;
+  std::thread reader([&] {
+    PgSessionOptions options;
+    options.database_url = db_->url();
+    options.statements = ChangeFeedStatements();
+    PgSession session(options);
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      const bool writers_done = writers_running.load() == 0;
+      absl::StatusOr<PullPage> page = ReadChanges(session, cursor, 50);
+      ++pulls;
+      if (!page.ok()) {
+        reader_error = page.status().ToString();
+        return;
+      }
+      for (const v1::Change& c : page->changes) {
+        if (!positions.insert(c.position()).second) ++duplicate_positions;
+        if (c.object_type() == "task") ++delivered[c.object_id()];
+      }
+      cursor = page->next_cursor;
+      // The pull that started after every writer finished, read to its end,
+      // has seen everything.
+      if (writers_done && !page->has_more) return;
+    }
+    reader_error = "reader did not finish before its deadline";
+  });
+  for (std::thread& t : writers) t.join();
+  reader.join();
+
+  ASSERT_EQ(reader_error, "");
+  size_t committed = 0;
+  for (int w = 0; w < kWriters; ++w) {
+    ASSERT_EQ(logs[w].error, "") << "writer " << w;
+    committed += logs[w].committed.size();
+    for (const std::string& id : logs[w].committed) {
+      auto it = delivered.find(id);
+      EXPECT_TRUE(it != delivered.end() && it->second == 1)
+          << "committed task " << id << " delivered "
+          << (it == delivered.end() ? 0 : it->second) << " times (seed " << seed << ")";
+    }
+    for (const std::string& id : logs[w].rolled_back) {
+      EXPECT_EQ(delivered.count(id), 0u) << "rolled-back task " << id << " delivered (seed "
+                                         << seed << ")";
+    }
+  }
+  EXPECT_EQ(duplicate_positions, 0);
+  EXPECT_EQ(delivered.size(), committed);
+  EXPECT_EQ(std::to_string(positions.size()), Query("SELECT count(*) FROM pulsesync.change_log"));
+  EXPECT_GT(pulls, 2) << "the reader never overlapped the writers";
+  std::cout << "committed " << committed << " tasks, " << pulls << " pulls" << std::endl;
+}
+
+TEST_F(ChangeFeedPgTest, RefusesACursorOfAnotherDatabase) {
+  InsertTask();
+  ASSERT_OK_AND_ASSIGN(PullPage page, ReadChanges(*session_, "", 100));
+  ASSERT_OK_AND_ASSIGN(Cursor c, DecodeCursor(page.next_cursor));
+  c.system_id += 1;
+  EXPECT_THAT(ReadChanges(*session_, EncodeCursor(c), 100),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("re-snapshot")));
+}
+
+TEST_F(ChangeFeedPgTest, RefusesAMalformedCursor) {
+  EXPECT_THAT(ReadChanges(*session_, "not-a-cursor", 100),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ReadChanges(*session_, "c1.@@@", 100),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // Snapshot-shaped, but not a snapshot PostgreSQL accepts (xmin > xmax).
+  Cursor c;
+  c.system_id = SystemId();
+  c.delivered = "20:10:";
+  EXPECT_THAT(ReadChanges(*session_, EncodeCursor(c), 100),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(ChangeFeedPgTest, RefusesACursorFromTheFuture) {
+  Cursor c;
+  c.system_id = SystemId();
+  c.delivered = "4000000000:4000000000:";
+  EXPECT_THAT(ReadChanges(*session_, EncodeCursor(c), 100),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("re-snapshot")));
+  // A batch being paged whose bound is in the future, too.
+  Cursor paging;
+  paging.system_id = c.system_id;
+  paging.delivered = "3:3:";
+  paging.batch_upper = "4000000000:4000000000:";
+  paging.batch_after_position = 1;
+  EXPECT_THAT(ReadChanges(*session_, EncodeCursor(paging), 100),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("re-snapshot")));
+}
+
+}  // namespace
+}  // namespace pulsesync
