@@ -3,17 +3,22 @@
 -- PostgreSQL this creates compatible ones, so that Row Level Security policies
 -- written for Supabase (auth.uid(), auth.jwt(), TO authenticated) work here.
 
+-- Roles belong to the cluster, not the database: another database of the same
+-- cluster may be creating them at this moment, hence the exception handlers.
 DO $$
+DECLARE
+  r text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    CREATE ROLE anon NOLOGIN NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
-  END IF;
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+      BEGIN
+        EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT%s', r,
+                       CASE WHEN r = 'service_role' THEN ' BYPASSRLS' ELSE '' END);
+      EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- created concurrently: fine
+      END;
+    END IF;
+  END LOOP;
 END
 $$;
 
