@@ -65,15 +65,15 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
         const uint64_t system_id = snap[1].as<uint64_t>();
         if (!cursor.at_start() && cursor.system_id != system_id) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "cursor belongs to another database (system identifier ", cursor.system_id,
-              ", this database is ", system_id, "): re-snapshot"));
+              "re-snapshot: the cursor belongs to another database (system identifier ", cursor.system_id,
+              ", this database is ", system_id, ")"));
         }
         const std::string& upper = cursor.batch_upper.empty() ? current : cursor.batch_upper;
         if (!cursor.at_start()) {
           const std::string& newest = cursor.batch_upper.empty() ? cursor.delivered : upper;
           if (!tx.exec_prepared1(kCompareStatement, newest, current)[0].as<bool>()) {
             return absl::FailedPreconditionError(
-                "cursor is ahead of this database (was it restored from a backup?): re-snapshot");
+                "re-snapshot: the cursor is ahead of this database (was it restored from a backup?)");
           }
         }
         const pqxx::result rows = tx.exec_prepared(
