@@ -40,6 +40,10 @@ ABSL_FLAG(int, max_pull_limit, EnvIntOr("PULSESYNC_MAX_PULL_LIMIT", 5000),
           "largest PullChanges page");
 ABSL_FLAG(int, max_payload_bytes, 1 << 20, "largest payload of one revision");
 ABSL_FLAG(std::string, port_file, "", "write the bound port to this file once serving");
+ABSL_FLAG(int, feed_poll_ms, EnvIntOr("PULSESYNC_FEED_POLL_MS", 500),
+          "how often the change feed polls the log when no notification wakes it");
+ABSL_FLAG(bool, feed_notify, true,
+          "NOTIFY the other replicas after applying revisions (else they poll)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -65,6 +69,8 @@ int main(int argc, char** argv) {
   config.default_pull_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_default_pull_limit)));
   config.max_pull_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_max_pull_limit)));
   config.port_file = absl::GetFlag(FLAGS_port_file);
+  config.feed_poll_interval = absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_feed_poll_ms)));
+  config.feed_notify = absl::GetFlag(FLAGS_feed_notify);
 
   const absl::Status status = command == "migrate" ? pulsesync::RunMigrate(config)
                                                    : pulsesync::RunServe(config);

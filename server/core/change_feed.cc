@@ -52,10 +52,29 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
   };
 }
 
+absl::StatusOr<Cursor> CurrentCursor(PgSession& session) {
+  Cursor c;
+  PS_RETURN_IF_ERROR(session.RunTransaction(
+      TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) -> absl::Status {
+        const pqxx::row snap = tx.exec_prepared1(kSnapshotStatement);
+        c.delivered = snap[0].as<std::string>();
+        c.system_id = snap[1].as<uint64_t>();
+        return absl::OkStatus();
+      }));
+  return c;
+}
+
 absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor_text,
                                      uint32_t limit) {
+  ReadOptions options;
+  options.limit = limit;
+  return ReadChanges(session, cursor_text, options);
+}
+
+absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor_text,
+                                     const ReadOptions& options) {
   PS_ASSIGN_OR_RETURN(const Cursor cursor, DecodeCursor(cursor_text));
-  if (limit == 0) limit = 1;
+  const uint32_t limit = options.limit == 0 ? 1 : options.limit;
   PullPage page;
   PS_RETURN_IF_ERROR(session.RunTransaction(
       TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) -> absl::Status {
@@ -68,7 +87,9 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
               "re-snapshot: the cursor belongs to another database (system identifier ", cursor.system_id,
               ", this database is ", system_id, ")"));
         }
-        const std::string& upper = cursor.batch_upper.empty() ? current : cursor.batch_upper;
+        const std::string& upper = !cursor.batch_upper.empty() ? cursor.batch_upper
+                                   : !options.upper_bound.empty() ? options.upper_bound
+                                                                  : current;
         if (!cursor.at_start()) {
           const std::string& newest = cursor.batch_upper.empty() ? cursor.delivered : upper;
           if (!tx.exec_prepared1(kCompareStatement, newest, current)[0].as<bool>()) {
@@ -111,6 +132,17 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
           next.delivered = upper;
         }
         page.next_cursor = EncodeCursor(next);
+        if (options.event_cursors) {
+          Cursor at = next;
+          at.delivered = cursor.delivered;
+          at.batch_upper = upper;
+          for (size_t i = 0; i + 1 < page.changes.size(); ++i) {
+            at.batch_after_position = page.changes[i].position();
+            page.changes[i].set_cursor(EncodeCursor(at));
+          }
+          if (!page.changes.empty()) page.changes.back().set_cursor(page.next_cursor);
+        }
+        page.next = std::move(next);
         return absl::OkStatus();
       }));
   return page;

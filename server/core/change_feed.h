@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "pulsesync/v1/sync.pb.h"
+#include "server/core/cursor.h"
 
 namespace pulsesync {
 
@@ -43,14 +44,33 @@ struct PreparedStatement;
 struct PullPage {
   std::vector<v1::Change> changes;
   std::string next_cursor;
+  Cursor next;  // next_cursor, decoded
   bool has_more = false;
 };
 
-// Reads up to `limit` (>= 1) changes after `cursor` (empty: from the start).
-// kInvalidArgument for a malformed cursor; kFailedPrecondition for a cursor
-// of another database; kUnavailable when PostgreSQL is down.
+struct ReadOptions {
+  uint32_t limit = 500;  // changes per page, >= 1
+  // Set Change.cursor on every change: the cursor right after it.
+  bool event_cursors = false;
+  // pg_snapshot text. When the cursor is not inside a batch, read the batch
+  // up to this snapshot instead of the current one: how a stream catches up
+  // to exactly the point where a FeedHub batch begins. It must not be older
+  // than the cursor's snapshot (then the page is empty and the cursor moves
+  // to it, which can only cause redelivery, never loss).
+  std::string upper_bound;
+};
+
+// Reads up to `options.limit` changes after `cursor` (empty: from the start).
+// kInvalidArgument for a malformed cursor; kFailedPrecondition
+// ("re-snapshot: ...") for a cursor of another database or from its future;
+// kUnavailable when PostgreSQL is down.
+absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor,
+                                     const ReadOptions& options);
 absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor,
                                      uint32_t limit);
+
+// The cursor of "now": every change committed so far counts as delivered.
+absl::StatusOr<Cursor> CurrentCursor(PgSession& session);
 
 // Statements this module prepares on every connection.
 std::vector<PreparedStatement> ChangeFeedStatements();

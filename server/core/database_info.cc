@@ -17,9 +17,14 @@ absl::StatusOr<DatabaseInfo> DescribeDatabase(PgSession& session) {
             "(SELECT max(name) FROM pulsesync.schema_migrations)");
         info.system_id = r[0].as<uint64_t>();
         if (!r[1].is_null()) info.latest_migration = r[1].as<std::string>();
-        for (const auto& row :
-             tx.exec("SELECT object_type FROM pulsesync.synced_tables ORDER BY object_type")) {
-          info.object_types.push_back(row[0].as<std::string>());
+        for (const auto& row : tx.exec(
+                 "SELECT s.object_type, c.relname::text FROM pulsesync.synced_tables s "
+                 "JOIN pg_class c ON c.oid = s.table_oid ORDER BY s.object_type")) {
+          const std::string type = row[0].as<std::string>();
+          const std::string table = row[1].as<std::string>();
+          info.object_types.push_back(type);
+          info.table_names[type] = table;
+          info.table_names[table] = table;
         }
         return absl::OkStatus();
       }));

@@ -3,6 +3,7 @@
 #define PULSESYNC_SERVER_CORE_DATABASE_INFO_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ struct DatabaseInfo {
   uint64_t system_id = 0;         // PostgreSQL cluster system identifier
   std::string latest_migration;   // newest applied migration name
   std::vector<std::string> object_types;  // registered synced object types
+  // Table names a subscription may use, and object types, mapped to the
+  // table name ("tasks" -> "tasks", "task" -> "tasks").
+  std::map<std::string, std::string> table_names;
 };
 
 absl::StatusOr<DatabaseInfo> DescribeDatabase(PgSession& session);

@@ -15,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/change_feed.h"
+#include "server/core/feed_hub.h"
 #include "server/core/migrator.h"
 #include "server/service/sync_service.h"
 #include "server/storage/pg_session.h"
@@ -75,6 +76,7 @@ std::string DefaultMigrationsDir() {
 struct SyncServer::Impl {
   ServerConfig config;
   std::unique_ptr<WorkerPool> pool;
+  std::unique_ptr<FeedHub> hub;
   std::unique_ptr<SyncServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
@@ -109,11 +111,17 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   impl->config = config;
   impl->pool = std::make_unique<WorkerPool>(SessionOptions(config), config.pool_size,
                                             config.max_queued_calls);
+  FeedHubOptions hub_options;
+  hub_options.poll_interval = config.feed_poll_interval;
+  impl->hub = std::make_unique<FeedHub>(SessionOptions(config), hub_options);
+  impl->hub->Start();
   SyncServiceOptions options;
   options.apply_limits = config.apply_limits;
   options.default_pull_limit = config.default_pull_limit;
   options.max_pull_limit = config.max_pull_limit;
-  impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), options);
+  options.notify_after_apply = config.feed_notify;
+  options.notify_channel = hub_options.notify_channel;
+  impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(), options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -127,6 +135,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
+    impl->hub->Stop();
     impl->pool->Stop();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address));
   }
@@ -134,6 +143,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   if (!config.port_file.empty()) {
     absl::Status s = WritePortFile(config.port_file, impl->port);
     if (!s.ok()) {
+      impl->hub->Stop();
       impl->server->Shutdown();
       impl->pool->Stop();
       return s;
@@ -146,6 +156,9 @@ void SyncServer::Shutdown(absl::Duration grace) {
   if (impl_ == nullptr || impl_->shut_down) return;
   impl_->shut_down = true;
   impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  // Streams end first, with UNAVAILABLE: clients resume from their cursor
+  // on another replica (or on this one when it is back).
+  impl_->hub->Stop();
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   impl_->server->Wait();
   impl_->pool->Stop();

@@ -26,6 +26,8 @@ struct ServerConfig {
   uint32_t max_pull_limit = 5000;
   int max_message_bytes = 64 << 20;
   std::string port_file;  // if set, the bound port is written here once serving
+  absl::Duration feed_poll_interval = absl::Milliseconds(500);
+  bool feed_notify = true;  // NOTIFY after applying, to wake every replica at once
 };
 
 // The migrations directory to use when none is configured: the source tree's

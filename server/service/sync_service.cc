@@ -7,6 +7,9 @@
 #include "common/log.h"
 #include "server/core/change_feed.h"
 #include "server/core/database_info.h"
+#include "server/core/feed_hub.h"
+#include "server/service/change_stream.h"
+#include <pqxx/pqxx>
 #include "server/storage/worker_pool.h"
 
 namespace pulsesync {
@@ -34,8 +37,13 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, SyncServiceOptions options)
-    : pool_(pool), options_(std::move(options)) {}
+SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options)
+    : pool_(pool), hub_(hub), options_(std::move(options)) {}
+
+grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(
+    grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) {
+  return new ChangeStreamReactor(context, request, pool_, hub_, ChangeStreamOptions());
+}
 
 grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
     grpc::CallbackServerContext* context, const v1::ApplyRevisionsRequest* request,
@@ -74,6 +82,19 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
                 LogDebug("applied batch", {{"applied", applied},
                                            {"duplicate", duplicate},
                                            {"rejected", rejected}});
+                if (applied > 0) {
+                  hub_->Wake();
+                  if (options_.notify_after_apply) {
+                    // Outside the data transaction, so writers never queue
+                    // on NOTIFY's commit lock; a lost one only delays.
+                    absl::Status notified = s.RunTransaction(
+                        TxMode::kReadWrite, [&](pqxx::transaction_base& tx) {
+                          tx.exec(absl::StrCat("NOTIFY ", options_.notify_channel));
+                          return absl::OkStatus();
+                        });
+                    if (!notified.ok()) LogDebug("notify failed", {{"status", notified}});
+                  }
+                }
                 return absl::OkStatus();
               });
   return reactor;

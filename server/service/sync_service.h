@@ -17,12 +17,17 @@
 
 namespace pulsesync {
 
+class FeedHub;
 class WorkerPool;
 
 struct SyncServiceOptions {
   ApplyLimits apply_limits;
   uint32_t default_pull_limit = 500;
   uint32_t max_pull_limit = 5000;
+  // After a batch applied something: NOTIFY the feed channel, so that every
+  // replica's hub polls now rather than at its next interval.
+  bool notify_after_apply = true;
+  std::string notify_channel = "pulsesync_feed";
 };
 
 // absl::Status codes are gRPC's codes one to one.
@@ -30,8 +35,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class SyncServiceImpl final : public v1::SyncService::CallbackService {
  public:
-  // `pool` must outlive the service.
-  SyncServiceImpl(WorkerPool* pool, SyncServiceOptions options);
+  // `pool` and `hub` must outlive the service.
+  SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options);
 
   grpc::ServerUnaryReactor* ApplyRevisions(grpc::CallbackServerContext* context,
                                            const v1::ApplyRevisionsRequest* request,
@@ -42,9 +47,12 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const v1::GetServerInfoRequest* request,
                                           v1::GetServerInfoResponse* response) override;
+  grpc::ServerWriteReactor<v1::StreamChangesResponse>* StreamChanges(
+      grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) override;
 
  private:
   WorkerPool* const pool_;
+  FeedHub* const hub_;
   const SyncServiceOptions options_;
 };
 

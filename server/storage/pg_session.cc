@@ -1,5 +1,7 @@
 #include "server/storage/pg_session.h"
 
+#include <poll.h>
+
 #include <pqxx/pqxx>
 
 #include "absl/strings/match.h"
@@ -46,21 +48,71 @@ absl::Status StatusFromException(const std::exception& e) {
   return absl::InternalError(absl::StrCat("database error: ", msg));
 }
 
+struct PgSession::Receiver final : public pqxx::notification_receiver {
+  Receiver(pqxx::connection_base& c, const std::string& channel, int* counter)
+      : pqxx::notification_receiver(c, channel), counter_(counter) {}
+  void operator()(const std::string&, int) override { ++*counter_; }
+  int* counter_;
+};
+
 PgSession::PgSession(PgSessionOptions options) : options_(std::move(options)) {}
 
-PgSession::~PgSession() = default;
+PgSession::~PgSession() { Disconnect(); }
 
-void PgSession::Disconnect() { conn_.reset(); }
+void PgSession::Disconnect() {
+  receivers_.clear();
+  conn_.reset();
+}
+
+absl::Status PgSession::Listen(const std::string& channel) {
+  channels_.push_back(channel);
+  if (conn_ == nullptr) return EnsureConnected();  // listens on connect
+  try {
+    receivers_.push_back(std::make_unique<Receiver>(*conn_, channel, &notifications_));
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    Disconnect();
+    return StatusFromException(e);
+  }
+}
+
+absl::StatusOr<int> PgSession::WaitForNotification(absl::Duration timeout, int wake_fd) {
+  absl::Status status = EnsureConnected();
+  if (!status.ok()) return status;
+  try {
+    notifications_ = 0;
+    conn_->get_notifs();  // some may have arrived during earlier work
+    if (notifications_ > 0) return notifications_;
+    pollfd fds[2] = {{conn_->sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    const int n = ::poll(fds, wake_fd >= 0 ? 2 : 1,
+                         static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      conn_->get_notifs();
+      if (!conn_->is_open()) {
+        Disconnect();
+        return absl::UnavailableError("database unavailable: connection closed");
+      }
+    }
+    return notifications_;
+  } catch (const std::exception& e) {
+    Disconnect();
+    return StatusFromException(e);
+  }
+}
 
 absl::Status PgSession::EnsureConnected() {
   if (conn_ != nullptr && conn_->is_open()) return absl::OkStatus();
-  conn_.reset();
+  Disconnect();
   try {
     auto conn = std::make_unique<pqxx::connection>(options_.database_url);
     for (const PreparedStatement& s : options_.statements) conn->prepare(s.name, s.sql);
     conn_ = std::move(conn);
+    for (const std::string& channel : channels_) {
+      receivers_.push_back(std::make_unique<Receiver>(*conn_, channel, &notifications_));
+    }
     return absl::OkStatus();
   } catch (const std::exception& e) {
+    Disconnect();
     absl::Status s = StatusFromException(e);
     if (s.code() == absl::StatusCode::kInternal) {
       // A connection that cannot be made is unavailability, whatever libpq said.

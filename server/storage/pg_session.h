@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace pqxx {
@@ -76,11 +77,27 @@ class PgSession {
   // Drops the connection (the next use reconnects).
   void Disconnect();
 
+  // LISTENs on `channel` now and after every reconnect. kUnavailable if the
+  // database cannot be reached (the channel is still remembered).
+  absl::Status Listen(const std::string& channel);
+
+  // Waits until a notification arrives on a LISTENed channel, `wake_fd`
+  // (an eventfd or pipe, -1 for none) becomes readable, or `timeout` passes.
+  // Returns the number of notifications received (0 on timeout or wake).
+  // kUnavailable when the connection is lost (the next call reconnects).
+  absl::StatusOr<int> WaitForNotification(absl::Duration timeout, int wake_fd = -1);
+
   bool connected() const { return conn_ != nullptr; }
 
  private:
+  struct Receiver;
+
   PgSessionOptions options_;
   std::unique_ptr<pqxx::connection_base> conn_;
+  std::vector<std::string> channels_;
+  // Destroyed before conn_ (they refer to it): see Disconnect().
+  std::vector<std::unique_ptr<Receiver>> receivers_;
+  int notifications_ = 0;
 };
 
 }  // namespace pulsesync

@@ -1,0 +1,186 @@
+#include "server/core/feed_hub.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "common/log.h"
+#include "server/core/change_feed.h"
+
+namespace pulsesync {
+
+FeedHub::FeedHub(PgSessionOptions session_options, FeedHubOptions options)
+    : options_(std::move(options)), session_(std::move(session_options)) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+FeedHub::~FeedHub() {
+  Stop();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void FeedHub::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void FeedHub::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  Wake();
+  if (thread_.joinable()) thread_.join();
+  NotifyListeners(/*closing=*/true);
+}
+
+void FeedHub::Wake() {
+  if (wake_fd_ < 0) return;
+  const uint64_t one = 1;
+  ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+void FeedHub::AddListener(Listener* listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.push_back(listener);
+}
+
+void FeedHub::RemoveListener(Listener* listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+FeedHub::Position FeedHub::Head() const {
+  absl::MutexLock lock(&mu_);
+  return head_;
+}
+
+std::shared_ptr<const FeedBatch> FeedHub::Get(uint64_t seq) const {
+  absl::MutexLock lock(&mu_);
+  if (ring_.empty() || seq < ring_.front()->seq || seq > ring_.back()->seq) return nullptr;
+  return ring_[seq - ring_.front()->seq];
+}
+
+uint64_t FeedHub::oldest_seq() const {
+  absl::MutexLock lock(&mu_);
+  return ring_.empty() ? head_.next_seq : ring_.front()->seq;
+}
+
+bool FeedHub::closing() const {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
+const std::string& FeedHub::FilterRecord(const v1::Change& change) {
+  if (change.event() == v1::EVENT_TYPE_DELETE && !change.old_record().empty()) {
+    return change.old_record();
+  }
+  return change.new_record();
+}
+
+void FeedHub::NotifyListeners(bool closing) {
+  absl::MutexLock lock(&listeners_mu_);
+  for (Listener* l : listeners_) l->OnFeedAdvanced(closing);
+}
+
+bool FeedHub::PollOnce() {
+  Cursor start;
+  {
+    absl::MutexLock lock(&mu_);
+    start = head_.cursor;
+  }
+  ReadOptions read;
+  read.limit = options_.page_limit;
+  read.event_cursors = true;
+  absl::StatusOr<PullPage> page = ReadChanges(session_, EncodeCursor(start), read);
+  if (!page.ok()) {
+    LogWarning("feed poll failed", {{"status", page.status()}});
+    if (page.status().code() == absl::StatusCode::kFailedPrecondition) {
+      // The database is not the one the hub followed (restored?): start over
+      // from its present; streams see the cursor refused when they resume.
+      absl::MutexLock lock(&mu_);
+      head_.ready = false;
+    }
+    return false;
+  }
+  std::shared_ptr<FeedBatch> batch;
+  if (!page->changes.empty()) {
+    batch = std::make_shared<FeedBatch>();
+    batch->end_cursor = page->next_cursor;
+    batch->events.reserve(page->changes.size());
+    for (v1::Change& c : page->changes) {
+      FeedEvent e;
+      absl::StatusOr<JsonValue> record = ParseJson(FilterRecord(c));
+      if (record.ok()) e.filter_record = std::move(*record);
+      e.change = std::move(c);
+      batch->events.push_back(std::move(e));
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (batch != nullptr) {
+      batch->seq = head_.next_seq++;
+      ring_events_ += batch->events.size();
+      ring_.push_back(std::move(batch));
+      while (ring_.size() > 1 &&
+             (ring_.size() > options_.max_batches || ring_events_ > options_.max_events)) {
+        ring_events_ -= ring_.front()->events.size();
+        ring_.pop_front();
+      }
+    }
+    head_.cursor = std::move(page->next);
+  }
+  NotifyListeners(/*closing=*/false);
+  return page->has_more;
+}
+
+void FeedHub::Loop() {
+  (void)session_.Listen(options_.notify_channel);
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    bool ready;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      ready = head_.ready;
+    }
+    if (!ready) {
+      absl::StatusOr<Cursor> now = CurrentCursor(session_);
+      if (now.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          head_.cursor = std::move(*now);
+          head_.ready = true;
+        }
+        backoff = absl::Milliseconds(100);
+        LogInfo("feed hub following the change log");
+        NotifyListeners(false);
+      } else {
+        LogWarning("feed hub cannot start", {{"status", now.status()}});
+      }
+    } else {
+      while (PollOnce()) {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+      }
+    }
+    // Drain pending wake-ups, then wait for the next reason to poll.
+    uint64_t drained;
+    while (::read(wake_fd_, &drained, sizeof(drained)) > 0) {
+    }
+    absl::StatusOr<int> waited = session_.WaitForNotification(
+        ready ? options_.poll_interval : backoff, wake_fd_);
+    if (!waited.ok()) {
+      // The database is away: wait (still wakeable) before trying again.
+      pollfd p{wake_fd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(backoff)));
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+    }
+  }
+}
+
+}  // namespace pulsesync

@@ -1,0 +1,137 @@
+// FeedHub: one reader of the change log per server process, shared by every
+// stream (fan-out in the server, not per subscriber in the database).
+//
+// Design note.
+// The hub follows the log with the commit-safe reader (change_feed.h) from
+// "now", one page at a time, and keeps the pages it read as a ring of
+// FeedBatches in memory. Streams read batches from the ring by sequence
+// number and filter them in memory; a stream that falls behind the ring is
+// not buffered for: it goes back to reading the log by its own cursor
+// (catch-up), so memory stays bounded and nothing is dropped.
+//
+// Invariants:
+// 1. Batches chain: batch N+1 starts at the cursor where batch N ended, or
+//    at a later cursor with no change in between (an empty poll advances the
+//    head without a batch).
+// 2. Each event carries the cursor right after it (Change.cursor); the last
+//    event of a batch carries the batch's end cursor.
+// 3. Head() is the cursor where the next batch will start. A stream that
+//    has delivered everything up to Head().cursor continues, without gap or
+//    overlap, with batch Head().next_seq.
+// 4. Listeners are told after every poll (even an empty one) and at
+//    shutdown; they are never called after RemoveListener returns.
+//
+// Wake-ups: a NOTIFY on the channel (sent by any replica after it applies
+// revisions), a local Wake(), or the poll interval, whichever comes first.
+// A lost notification only delays delivery until the next poll.
+//
+// Thread safety: all public methods are thread-safe. Listener callbacks run
+// on the hub thread and must not block.
+#ifndef PULSESYNC_SERVER_CORE_FEED_HUB_H_
+#define PULSESYNC_SERVER_CORE_FEED_HUB_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/json.h"
+#include "pulsesync/v1/sync.pb.h"
+#include "server/core/cursor.h"
+#include "server/storage/pg_session.h"
+
+namespace pulsesync {
+
+struct FeedEvent {
+  v1::Change change;  // change.cursor is set
+  // The record that subscription filters apply to (old row for DELETE),
+  // parsed once here for every stream; nullopt if absent or unparsable.
+  std::optional<JsonValue> filter_record;
+};
+
+struct FeedBatch {
+  uint64_t seq = 0;
+  std::string end_cursor;  // encoded cursor after the last event
+  std::vector<FeedEvent> events;
+};
+
+struct FeedHubOptions {
+  absl::Duration poll_interval = absl::Milliseconds(500);
+  uint32_t page_limit = 1000;
+  size_t max_batches = 1024;   // ring bounds: whichever is reached first
+  size_t max_events = 200000;
+  std::string notify_channel = "pulsesync_feed";
+};
+
+class FeedHub {
+ public:
+  class Listener {
+   public:
+    virtual ~Listener() = default;
+    // After each poll (closing=false) and once at shutdown (closing=true).
+    // Runs on the hub thread; must not block.
+    virtual void OnFeedAdvanced(bool closing) = 0;
+  };
+
+  struct Position {
+    bool ready = false;  // false until the hub has taken its first snapshot
+    Cursor cursor;       // where batch next_seq starts
+    uint64_t next_seq = 0;
+  };
+
+  FeedHub(PgSessionOptions session_options, FeedHubOptions options);
+  ~FeedHub();  // Stop()
+  FeedHub(const FeedHub&) = delete;
+  FeedHub& operator=(const FeedHub&) = delete;
+
+  void Start();
+  // Tells listeners closing=true, stops the thread. Idempotent.
+  void Stop();
+  // Poll now (e.g. this process just committed revisions).
+  void Wake();
+
+  void AddListener(Listener* listener);
+  // After it returns, `listener` is not called again.
+  void RemoveListener(Listener* listener);
+
+  Position Head() const;
+  // The batch with this sequence number; nullptr if not produced yet or
+  // already evicted (compare with oldest_seq()).
+  std::shared_ptr<const FeedBatch> Get(uint64_t seq) const;
+  uint64_t oldest_seq() const;
+  bool closing() const;
+
+  // The record subscription filters look at: the old row for DELETE (so
+  // deletes are filterable), else the new row.
+  static const std::string& FilterRecord(const v1::Change& change);
+
+ private:
+  void Loop();
+  bool PollOnce();  // true if more pages are ready right away
+  void NotifyListeners(bool closing);
+
+  const FeedHubOptions options_;
+  PgSession session_;  // hub thread only
+  int wake_fd_ = -1;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Position head_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<const FeedBatch>> ring_ ABSL_GUARDED_BY(mu_);
+  size_t ring_events_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex listeners_mu_;  // held while callbacks run
+  std::vector<Listener*> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+};
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_CORE_FEED_HUB_H_

@@ -1,0 +1,322 @@
+#include "server/service/change_stream.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "server/core/change_feed.h"
+#include "server/core/database_info.h"
+#include "server/service/sync_service.h"
+#include "server/storage/worker_pool.h"
+
+namespace pulsesync {
+
+ChangeStreamReactor::ChangeStreamReactor(grpc::CallbackServerContext* context,
+                                         const v1::StreamChangesRequest* request,
+                                         WorkerPool* pool, FeedHub* hub,
+                                         ChangeStreamOptions options)
+    : pool_(pool), hub_(hub), options_(options), request_(*request) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(kUserIdMetadata);
+  if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
+  hub_->AddListener(this);
+  listening_ = true;
+
+  absl::StatusOr<Cursor> cursor = DecodeCursor(request_.cursor());
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cursor.ok()) {
+      FinishWith(ToGrpcStatus(cursor.status()));
+    } else {
+      cursor_ = request_.cursor();
+    }
+  }
+  if (cursor.ok()) {
+    StartJob();
+  } else {
+    Pump();
+  }
+}
+
+void ChangeStreamReactor::FinishWith(grpc::Status status) {
+  if (!finish_.has_value()) finish_ = std::move(status);
+}
+
+bool ChangeStreamReactor::EndJob() {
+  --jobs_;
+  return done_ && jobs_ == 0;
+}
+
+void ChangeStreamReactor::StartJob() {
+  {
+    absl::MutexLock lock(&mu_);
+    ++jobs_;
+  }
+  const bool queued = pool_->Submit([this](PgSession& session) {
+    absl::Status status;
+    std::optional<ChangeFilter> filter;
+    std::optional<TeamScope> scope;
+    absl::StatusOr<DatabaseInfo> info = DescribeDatabase(session);
+    status = info.status();
+    if (status.ok()) {
+      absl::StatusOr<ChangeFilter> compiled =
+          ChangeFilter::Compile(request_.subscriptions(), info->table_names);
+      status = compiled.status();
+      if (compiled.ok()) filter = std::move(*compiled);
+    }
+    if (status.ok()) {
+      if (user_id_.empty()) {
+        scope = TeamScope::Unrestricted();
+      } else {
+        absl::StatusOr<TeamScope> s = TeamScope::ForUser(session, user_id_);
+        status = s.status();
+        if (s.ok()) scope = std::move(*s);
+      }
+    }
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      delete_now = EndJob();
+      if (!delete_now && !done_) {
+        if (!status.ok()) {
+          FinishWith(ToGrpcStatus(status));
+        } else {
+          filter_ = std::move(filter);
+          scope_ = std::move(scope);
+          mode_ = Mode::kJoining;
+        }
+      }
+    }
+    if (delete_now) {
+      delete this;
+      return;
+    }
+    hub_->Wake();  // joining waits for the hub's next poll: make it now
+    Pump();
+  });
+  if (!queued) {
+    {
+      absl::MutexLock lock(&mu_);
+      --jobs_;
+      FinishWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "server is overloaded or shutting down: retry with backoff"));
+    }
+    Pump();
+  }
+}
+
+void ChangeStreamReactor::ReadLogPage() {
+  std::string from;
+  Cursor join;
+  {
+    absl::MutexLock lock(&mu_);
+    from = cursor_;
+    join = join_;
+  }
+  const bool queued = pool_->Submit([this, from, join](PgSession& session) {
+    ReadOptions read;
+    read.limit = options_.catch_up_page;
+    read.event_cursors = true;
+    read.upper_bound = join.delivered;
+    absl::StatusOr<PullPage> page = ReadChanges(session, from, read);
+    std::shared_ptr<FeedBatch> batch;
+    if (page.ok()) {
+      batch = std::make_shared<FeedBatch>();
+      batch->end_cursor = page->next_cursor;
+      batch->events.reserve(page->changes.size());
+      for (v1::Change& c : page->changes) {
+        FeedEvent e;
+        absl::StatusOr<JsonValue> record = ParseJson(FeedHub::FilterRecord(c));
+        if (record.ok()) e.filter_record = std::move(*record);
+        e.change = std::move(c);
+        batch->events.push_back(std::move(e));
+      }
+    }
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      delete_now = EndJob();
+      if (!delete_now && !done_) {
+        if (!page.ok()) {
+          FinishWith(ToGrpcStatus(page.status()));
+        } else {
+          source_ = std::move(batch);
+          source_live_ = false;
+          index_ = 0;
+          caught_up_ = !page->has_more && page->next.batch_upper.empty() &&
+                       page->next.delivered == join.delivered;
+        }
+      }
+    }
+    if (delete_now) {
+      delete this;
+      return;
+    }
+    Pump();
+  });
+  if (!queued) {
+    {
+      absl::MutexLock lock(&mu_);
+      --jobs_;
+      FinishWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "server is overloaded or shutting down: resume from your cursor"));
+    }
+    Pump();
+  }
+}
+
+void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || done_) return;
+    if (closing) {
+      FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "server shutting down: resume from your last cursor"));
+    } else if (mode_ == Mode::kJoining) {
+      const FeedHub::Position head = hub_->Head();
+      if (!head.ready) return;
+      if (request_.from_now() && cursor_.empty() && last_sent_cursor_.empty()) {
+        cursor_ = EncodeCursor(head.cursor);
+        next_seq_ = head.next_seq;
+        mode_ = Mode::kLive;
+      } else {
+        join_ = head.cursor;
+        join_seq_ = head.next_seq;
+        caught_up_ = false;
+        mode_ = Mode::kCatchingUp;
+      }
+    } else if (mode_ != Mode::kLive) {
+      return;
+    }
+  }
+  Pump();
+}
+
+bool ChangeStreamReactor::NextFromSource() {
+  while (index_ < source_->events.size()) {
+    const FeedEvent& event = source_->events[index_++];
+    const bool in_scope = scope_->Admit(event);
+    if (!in_scope ||
+        !filter_->Matches(event.change,
+                          event.filter_record ? &*event.filter_record : nullptr)) {
+      continue;
+    }
+    message_.Clear();
+    *message_.mutable_change() = event.change;
+    cursor_ = event.change.cursor();
+    last_sent_cursor_ = cursor_;
+    last_write_ = absl::Now();
+    write_in_flight_ = true;
+    return true;
+  }
+  cursor_ = source_->end_cursor;
+  if (source_live_) next_seq_ = source_->seq + 1;
+  source_.reset();
+  const absl::Time now = absl::Now();
+  if (cursor_ != last_sent_cursor_ && now - last_write_ >= options_.checkpoint_interval) {
+    message_.Clear();
+    message_.set_checkpoint(cursor_);
+    last_sent_cursor_ = cursor_;
+    last_write_ = now;
+    write_in_flight_ = true;
+    return true;
+  }
+  return false;
+}
+
+ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
+  if (finished_ || write_in_flight_) return Action::kNone;
+  if (finish_.has_value()) return Action::kFinish;
+  if (jobs_ > 0) return Action::kNone;
+  while (true) {
+    if (source_ != nullptr) {
+      if (NextFromSource()) return Action::kWrite;
+      continue;
+    }
+    switch (mode_) {
+      case Mode::kLive: {
+        std::shared_ptr<const FeedBatch> batch = hub_->Get(next_seq_);
+        if (batch != nullptr) {
+          source_ = std::move(batch);
+          source_live_ = true;
+          index_ = 0;
+          continue;
+        }
+        if (next_seq_ < hub_->oldest_seq()) {
+          // Fell out of the ring: catch up from the log by our own cursor.
+          mode_ = Mode::kJoining;
+          hub_->Wake();
+        }
+        return Action::kNone;
+      }
+      case Mode::kCatchingUp:
+        if (caught_up_) {
+          mode_ = Mode::kLive;
+          next_seq_ = join_seq_;
+          continue;
+        }
+        ++jobs_;
+        return Action::kReadLog;
+      case Mode::kStarting:
+      case Mode::kJoining:
+        return Action::kNone;
+    }
+  }
+}
+
+void ChangeStreamReactor::Pump() {
+  Action action;
+  grpc::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    action = NextAction();
+    if (action == Action::kFinish) {
+      finished_ = true;
+      status = *finish_;
+    }
+  }
+  switch (action) {
+    case Action::kNone:
+      return;
+    case Action::kWrite:
+      // message_ stays untouched until OnWriteDone.
+      StartWrite(&message_);
+      return;
+    case Action::kFinish:
+      Finish(status);
+      return;
+    case Action::kReadLog:
+      ReadLogPage();  // NextAction counted the job
+      return;
+  }
+}
+
+void ChangeStreamReactor::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    if (!ok) FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+  }
+  Pump();
+}
+
+void ChangeStreamReactor::OnCancel() {
+  {
+    absl::MutexLock lock(&mu_);
+    FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  }
+  Pump();
+}
+
+void ChangeStreamReactor::OnDone() {
+  if (listening_) hub_->RemoveListener(this);
+  bool delete_now;
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    delete_now = jobs_ == 0;
+  }
+  if (delete_now) delete this;
+}
+
+}  // namespace pulsesync

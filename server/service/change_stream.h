@@ -1,0 +1,114 @@
+// The StreamChanges call: one reactor per stream.
+//
+// Design note. A stream is in one of four modes:
+//
+//   mode        what it does                               leaves when
+//   kStarting   worker job: load the scope and filters     loaded -> kJoining (or kLive
+//                                                          with from_now)
+//   kJoining    waits for the hub's next poll, then takes  hub advanced -> kCatchingUp
+//               its head as the join point (a point after
+//               the client's cursor was issued)
+//   kCatchingUp worker jobs read the log by the stream's   cursor reaches the join
+//               own cursor, bounded by the join point      point -> kLive
+//   kLive       writes events of hub batches from the      batch evicted from the ring
+//               ring, in order                             -> kJoining
+//
+// Invariants:
+// 1. Exactly one write in flight; at most one worker job in flight.
+// 2. The stream's cursor only moves past an event once that event was
+//    written or filtered out; every change carries the cursor after it.
+// 3. Memory per stream is one batch reference plus one message: a slow
+//    client is never buffered for, it falls out of the ring and catches up
+//    from the log.
+// 4. The reactor deletes itself in OnDone, only after its hub listener is
+//    removed and no worker job refers to it.
+//
+// Thread safety: gRPC threads (OnWriteDone, OnCancel, OnDone), the hub
+// thread (OnFeedAdvanced) and worker threads (job completions) all enter
+// through Pump(), which takes mu_; writes and Finish are started outside it.
+#ifndef PULSESYNC_SERVER_SERVICE_CHANGE_STREAM_H_
+#define PULSESYNC_SERVER_SERVICE_CHANGE_STREAM_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "pulsesync/v1/sync.grpc.pb.h"
+#include "server/core/change_filter.h"
+#include "server/core/cursor.h"
+#include "server/core/feed_hub.h"
+#include "server/core/team_scope.h"
+
+namespace pulsesync {
+
+class WorkerPool;
+
+struct ChangeStreamOptions {
+  uint32_t catch_up_page = 500;
+  absl::Duration checkpoint_interval = absl::Seconds(1);
+};
+
+// Metadata key naming the calling user until JWT auth replaces it.
+inline constexpr char kUserIdMetadata[] = "x-pulsesync-user-id";
+
+class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChangesResponse>,
+                                  private FeedHub::Listener {
+ public:
+  ChangeStreamReactor(grpc::CallbackServerContext* context,
+                      const v1::StreamChangesRequest* request, WorkerPool* pool, FeedHub* hub,
+                      ChangeStreamOptions options);
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  enum class Mode { kStarting, kJoining, kCatchingUp, kLive };
+  enum class Action { kNone, kWrite, kFinish, kReadLog };
+
+  void OnFeedAdvanced(bool closing) override;
+  void Pump();
+  Action NextAction() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NextFromSource() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartJob();
+  void ReadLogPage();
+  void FinishWith(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Worker job bookkeeping; returns true if the reactor may be deleted.
+  bool EndJob() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  WorkerPool* const pool_;
+  FeedHub* const hub_;
+  const ChangeStreamOptions options_;
+  const v1::StreamChangesRequest request_;
+  std::string user_id_;  // from metadata; empty = trusted
+
+  absl::Mutex mu_;
+  Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kStarting;
+  std::optional<ChangeFilter> filter_ ABSL_GUARDED_BY(mu_);
+  std::optional<TeamScope> scope_ ABSL_GUARDED_BY(mu_);
+  std::string cursor_ ABSL_GUARDED_BY(mu_);  // encoded; what has been passed
+  Cursor join_ ABSL_GUARDED_BY(mu_);         // kCatchingUp target
+  uint64_t join_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;  // kLive: next hub batch
+  bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<const FeedBatch> source_ ABSL_GUARDED_BY(mu_);
+  bool source_live_ ABSL_GUARDED_BY(mu_) = false;
+  size_t index_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_sent_cursor_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  v1::StreamChangesResponse message_ ABSL_GUARDED_BY(mu_);  // the write in flight
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  int jobs_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool listening_ = false;  // set once, before any callback can run
+};
+
+}  // namespace pulsesync
+
+#endif  // PULSESYNC_SERVER_SERVICE_CHANGE_STREAM_H_
