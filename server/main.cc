@@ -42,6 +42,8 @@ ABSL_FLAG(int, max_payload_bytes, 1 << 20, "largest payload of one revision");
 ABSL_FLAG(std::string, port_file, "", "write the bound port to this file once serving");
 ABSL_FLAG(int, feed_poll_ms, EnvIntOr("PULSESYNC_FEED_POLL_MS", 500),
           "how often the change feed polls the log when no notification wakes it");
+ABSL_FLAG(int, feed_ring_batches, 1024,
+          "change batches kept in memory for streams; a stream further behind reads the log");
 ABSL_FLAG(bool, feed_notify, true,
           "NOTIFY the other replicas after applying revisions (else they poll)");
 
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
   config.port_file = absl::GetFlag(FLAGS_port_file);
   config.feed_poll_interval = absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_feed_poll_ms)));
   config.feed_notify = absl::GetFlag(FLAGS_feed_notify);
+  config.feed_ring_batches = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_feed_ring_batches)));
 
   const absl::Status status = command == "migrate" ? pulsesync::RunMigrate(config)
                                                    : pulsesync::RunServe(config);

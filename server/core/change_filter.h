@@ -74,7 +74,7 @@ class ChangeFilter {
   //   subscription 2: filter "priority=gt": missing value
   //   subscription 1: unknown operator "like" in "title=like.x" (use eq, neq, lt, lte, gt, gte, in)
   //   subscription 1: unknown table "widgets"
-  //   subscription 3: filter "Title=eq.x": bad column name "Title" (want [a-z_][a-z0-9_]*)
+  //   subscription 3: filter "Title=eq.x": bad column name "Title" (want [a-z_][a-z0-9_]*, at most 63 bytes)
   //   subscription 1: filter "id=in.1,2": in.(...) needs parentheses
   //   subscription 1: EVENT_TYPE_UNSPECIFIED is not an event to subscribe to
   // Quoted input in messages is C-escaped and cut after 80 bytes.

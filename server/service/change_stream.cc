@@ -179,6 +179,7 @@ void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
         cursor_ = EncodeCursor(head.cursor);
         next_seq_ = head.next_seq;
         mode_ = Mode::kLive;
+        announce_live_ = true;
       } else {
         join_ = head.cursor;
         join_seq_ = head.next_seq;
@@ -235,6 +236,17 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
     }
     switch (mode_) {
       case Mode::kLive: {
+        if (announce_live_) {
+          announce_live_ = false;
+          if (cursor_ != last_sent_cursor_) {
+            message_.Clear();
+            message_.set_checkpoint(cursor_);
+            last_sent_cursor_ = cursor_;
+            last_write_ = absl::Now();
+            write_in_flight_ = true;
+            return Action::kWrite;
+          }
+        }
         std::shared_ptr<const FeedBatch> batch = hub_->Get(next_seq_);
         if (batch != nullptr) {
           source_ = std::move(batch);
@@ -253,6 +265,7 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
         if (caught_up_) {
           mode_ = Mode::kLive;
           next_seq_ = join_seq_;
+          announce_live_ = true;
           continue;
         }
         ++jobs_;

@@ -17,10 +17,13 @@
 // 1. Exactly one write in flight; at most one worker job in flight.
 // 2. The stream's cursor only moves past an event once that event was
 //    written or filtered out; every change carries the cursor after it.
-// 3. Memory per stream is one batch reference plus one message: a slow
+// 3. On going live the stream sends a checkpoint with its cursor (unless it
+//    just sent that cursor): the client learns that it has caught up, and a
+//    from_now stream gets a cursor to resume from.
+// 4. Memory per stream is one batch reference plus one message: a slow
 //    client is never buffered for, it falls out of the ring and catches up
 //    from the log.
-// 4. The reactor deletes itself in OnDone, only after its hub listener is
+// 5. The reactor deletes itself in OnDone, only after its hub listener is
 //    removed and no worker job refers to it.
 //
 // Thread safety: gRPC threads (OnWriteDone, OnCancel, OnDone), the hub
@@ -95,6 +98,7 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   uint64_t join_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;  // kLive: next hub batch
   bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
+  bool announce_live_ ABSL_GUARDED_BY(mu_) = false;  // checkpoint on going live
   std::shared_ptr<const FeedBatch> source_ ABSL_GUARDED_BY(mu_);
   bool source_live_ ABSL_GUARDED_BY(mu_) = false;
   size_t index_ ABSL_GUARDED_BY(mu_) = 0;

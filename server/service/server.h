@@ -28,6 +28,7 @@ struct ServerConfig {
   std::string port_file;  // if set, the bound port is written here once serving
   absl::Duration feed_poll_interval = absl::Milliseconds(500);
   bool feed_notify = true;  // NOTIFY after applying, to wake every replica at once
+  size_t feed_ring_batches = 1024;  // batches the hub keeps for streams
 };
 
 // The migrations directory to use when none is configured: the source tree's
