@@ -3,9 +3,12 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "client/core/subscriber.h"
 #include "client/core/sync_engine.h"
 #include "client/store/local_store.h"
 #include "common/status_macros.h"
@@ -14,7 +17,7 @@ namespace pulsesync {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] COMMAND [ARGS]
+    R"(usage: pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] [--user=ID] COMMAND [ARGS]
 
 commands:
   init                          create the database (idempotent); print the origin id
@@ -24,7 +27,17 @@ commands:
   get [--deleted] TYPE ID       print an object as JSON
   list [--deleted] TYPE         print all objects of a type, one JSON per line
   sync                          push pending revisions, then pull changes
+  sync --follow [--no-snapshot] keep the database in sync (live feed, pushes)
+                                until SIGINT/SIGTERM; print what happens
   status                        print origin id, pending count, cursor, server
+  watch [OPTIONS]               print the server's change feed as JSON lines
+                                until SIGINT/SIGTERM (no database needed):
+        --table=T               only this table (repeatable)
+        --event=E               insert, update or delete (repeatable)
+        --filter=COL=OP.VAL     eq, neq, lt, lte, gt, gte, in.(a,b) (repeatable)
+        --from-now              only changes committed from now on
+        --cursor=C              resume after this cursor
+        --checkpoints           also print {"checkpoint":C} lines
 
 TYPE: team, user, team_member, project, task (or the plural table name).
 FIELD=VALUE is typed by the column (integer, true/false, text; null = null);
@@ -35,6 +48,7 @@ flags (before the command):
   --server=HOST:PORT server address (env PULSESYNC_SERVER, else the last one
                      used by this database, else 127.0.0.1:50051)
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
+  --user=ID          user id sent as x-pulsesync-user-id (env PULSESYNC_USER_ID)
 )";
 
 // Exit codes.
@@ -46,6 +60,7 @@ struct GlobalFlags {
   std::string db;
   std::string server;  // empty = not given by flag or env
   std::string token;
+  std::string user_id;
 };
 
 int Fail(std::ostream& err, const absl::Status& status) {
@@ -109,7 +124,8 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   if (address.empty()) address = state->server_address;
   if (address.empty()) address = kDefaultServerAddress;
   if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
-  std::unique_ptr<Transport> transport = env.make_transport(address, flags.token);
+  std::unique_ptr<Transport> transport =
+      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
   SyncEngine engine(store, transport.get());
   absl::StatusOr<SyncSummary> summary = engine.Sync();
   if (!summary.ok()) {
@@ -139,8 +155,249 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   return kExitOk;
 }
 
+const char* EventName(v1::EventType event) {
+  switch (event) {
+    case v1::EVENT_TYPE_INSERT:
+      return "INSERT";
+    case v1::EVENT_TYPE_UPDATE:
+      return "UPDATE";
+    case v1::EVENT_TYPE_DELETE:
+      return "DELETE";
+    default:
+      return "UNSPECIFIED";
+  }
+}
+
+const char* EventName(ChangeEvent event) {
+  switch (event) {
+    case ChangeEvent::kInsert:
+      return "INSERT";
+    case ChangeEvent::kDelete:
+      return "DELETE";
+    default:
+      return "UPDATE";
+  }
+}
+
+// A record from the wire as JSON: the object itself, null when absent, the
+// text as a string if it is not JSON (never invalid output).
+JsonValue RecordJson(const std::string& text) {
+  if (text.empty()) return JsonValue();
+  absl::StatusOr<JsonValue> parsed = ParseJson(text);
+  return parsed.ok() ? *std::move(parsed) : JsonValue::String(text);
+}
+
+std::string ChangeLine(const v1::Change& c) {
+  JsonValue line = JsonValue::Object();
+  line.Set("event", JsonValue::String(EventName(c.event())));
+  line.Set("table", JsonValue::String(c.table()));
+  line.Set("object_type", JsonValue::String(c.object_type()));
+  line.Set("id", JsonValue::String(c.object_id()));
+  line.Set("version", JsonValue::Number(c.version()));
+  line.Set("origin_id", JsonValue::String(c.origin_id()));
+  line.Set("revision_id", JsonValue::String(c.revision_id()));
+  line.Set("commit_timestamp_ms", JsonValue::Number(c.commit_timestamp_ms()));
+  line.Set("new", RecordJson(c.new_record()));
+  line.Set("old", RecordJson(c.old_record()));
+  line.Set("cursor", JsonValue::String(c.cursor()));
+  return line.Serialize();
+}
+
+absl::StatusOr<v1::EventType> ParseEvent(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "insert") return v1::EVENT_TYPE_INSERT;
+  if (lower == "update") return v1::EVENT_TYPE_UPDATE;
+  if (lower == "delete") return v1::EVENT_TYPE_DELETE;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--event expects insert, update or delete, got \"", text, "\""));
+}
+
+// Installs `handler` on an InterruptSignal for a scope; when the scope ends
+// the handler is removed and no call of it is in progress.
+class ScopedInterruptHandler {
+ public:
+  ScopedInterruptHandler(InterruptSignal* signal, std::function<void()> handler)
+      : signal_(signal) {
+    signal_->SetHandler(std::move(handler));
+  }
+  ~ScopedInterruptHandler() { signal_->ClearHandler(); }
+
+ private:
+  InterruptSignal* signal_;
+};
+
+std::string ServerAddress(const GlobalFlags& flags, const std::string& stored) {
+  if (!flags.server.empty()) return flags.server;
+  if (!stored.empty()) return stored;
+  return kDefaultServerAddress;
+}
+
+int RunWatch(const GlobalFlags& flags, const CliEnvironment& env,
+             const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (env.interrupt == nullptr) return Fail(err, absl::InternalError("no interrupt source"));
+  // Listen for the interrupt from the start (so a signal during start-up
+  // also ends the command cleanly); it cancels the stream once there is one.
+  absl::Mutex stream_mu;
+  ChangeStream* active = nullptr;  // guarded by stream_mu
+  ScopedInterruptHandler on_interrupt(env.interrupt, [&stream_mu, &active] {
+    absl::MutexLock lock(&stream_mu);
+    if (active != nullptr) active->Cancel();
+  });
+  std::vector<std::string> tables;
+  std::vector<v1::EventType> events;
+  std::vector<std::string> filters;
+  bool from_now = false;
+  bool checkpoints = false;
+  std::string cursor;
+  bool cursor_given = false;
+  for (const std::string& a : args) {
+    if (absl::StartsWith(a, "--table=")) {
+      tables.push_back(a.substr(8));
+    } else if (absl::StartsWith(a, "--event=")) {
+      absl::StatusOr<v1::EventType> e = ParseEvent(a.substr(8));
+      if (!e.ok()) return Usage(err, e.status().message());
+      events.push_back(*e);
+    } else if (absl::StartsWith(a, "--filter=")) {
+      const std::string f = a.substr(9);
+      if (f.find('=') == std::string::npos || f.front() == '=') {
+        return Usage(err, absl::StrCat("--filter expects COLUMN=OP.VALUE, got \"", f, "\""));
+      }
+      filters.push_back(f);
+    } else if (a == "--from-now") {
+      from_now = true;
+    } else if (absl::StartsWith(a, "--cursor=")) {
+      cursor = a.substr(9);
+      cursor_given = true;
+    } else if (a == "--checkpoints") {
+      checkpoints = true;
+    } else {
+      return Usage(err, absl::StrCat("unknown watch option \"", a, "\""));
+    }
+  }
+  if (from_now && cursor_given) return Usage(err, "--from-now and --cursor exclude each other");
+  if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
+
+  v1::StreamChangesRequest request;
+  request.set_cursor(cursor);
+  request.set_from_now(from_now);
+  if (!tables.empty() || !events.empty() || !filters.empty()) {
+    if (tables.empty()) tables.push_back("");
+    for (const std::string& t : tables) {
+      v1::Subscription* s = request.add_subscriptions();
+      s->set_table(t);
+      for (v1::EventType e : events) s->add_events(e);
+      for (const std::string& f : filters) s->add_filters(f);
+    }
+  }
+
+  const std::string address = ServerAddress(flags, "");
+  std::unique_ptr<Transport> transport =
+      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
+  absl::StatusOr<std::unique_ptr<ChangeStream>> opened = transport->StreamChanges(request);
+  if (!opened.ok()) return Fail(err, opened.status());
+  std::unique_ptr<ChangeStream> stream = *std::move(opened);
+  {
+    absl::MutexLock lock(&stream_mu);
+    active = stream.get();
+  }
+  if (env.interrupt->triggered()) stream->Cancel();
+  {
+    v1::StreamChangesResponse message;
+    while (stream->Read(&message)) {
+      if (message.has_change()) {
+        if (!message.change().cursor().empty()) cursor = message.change().cursor();
+        out << ChangeLine(message.change()) << std::endl;  // flushed per line
+      } else if (message.event_case() == v1::StreamChangesResponse::kCheckpoint) {
+        if (!message.checkpoint().empty()) cursor = message.checkpoint();
+        if (checkpoints) {
+          JsonValue line = JsonValue::Object();
+          line.Set("checkpoint", JsonValue::String(message.checkpoint()));
+          out << line.Serialize() << std::endl;
+        }
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&stream_mu);
+    active = nullptr;  // no Cancel from the handler after this point
+  }
+  absl::Status status = stream->Finish();
+  stream.reset();
+  if (env.interrupt->triggered()) return kExitOk;
+  if (status.ok()) status = absl::UnavailableError("the server ended the stream");
+  err << "error: feed ended: " << absl::StatusCodeToString(status.code()) << ": "
+      << status.message();
+  if (!cursor.empty()) err << "; resume with --cursor=" << cursor;
+  err << "\n";
+  return kExitError;
+}
+
+int RunFollow(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* store,
+              bool snapshot, std::ostream& out, std::ostream& err) {
+  if (env.interrupt == nullptr) return Fail(err, absl::InternalError("no interrupt source"));
+  // The main thread waits for the interrupt itself; the handler only marks
+  // it as taken (so main.cc does not let the signal kill the process).
+  ScopedInterruptHandler on_interrupt(env.interrupt, [] {});
+  absl::StatusOr<SyncState> state = store->GetSyncState();
+  if (!state.ok()) return Fail(err, state.status());
+  const std::string address = ServerAddress(flags, state->server_address);
+  if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
+  if (address != state->server_address) {
+    absl::Status st = store->SetServerAddress(address);
+    if (!st.ok()) return Fail(err, st);
+  }
+  std::unique_ptr<Transport> transport =
+      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
+  SyncEngine engine(store, transport.get());
+  SubscriberOptions options;
+  options.initial_sync = snapshot ? InitialSync::kSnapshot : InitialSync::kLogStart;
+  // All callbacks run on the subscriber thread, one at a time; the main
+  // thread writes nothing while the subscriber runs.
+  options.on_connection = [&out, address](const ConnectionEvent& e) {
+    if (e.state == ConnectionEvent::State::kConnected) {
+      out << "connected to " << address << std::endl;
+    } else if (e.status.code() == absl::StatusCode::kCancelled) {
+      out << "disconnected: stopped" << std::endl;
+    } else {
+      out << "disconnected: " << absl::StatusCodeToString(e.status.code()) << ": "
+          << e.status.message() << "; retrying in " << absl::FormatDuration(absl::Trunc(e.retry_in, absl::Milliseconds(1))) << std::endl;
+    }
+  };
+  options.on_snapshot = [&out](const SnapshotNotification& n) {
+    out << "snapshot: applied " << n.summary.applied << ", skipped " << n.summary.skipped
+        << ", removed " << n.summary.removed << ", kept " << n.summary.kept << std::endl;
+  };
+  options.on_change = [&out](const ChangeNotification& n) {
+    out << "applied " << EventName(n.event) << " "
+        << (n.object_type.empty() ? n.table : n.object_type) << " " << n.object_id
+        << " version " << n.version << (n.from_this_device ? " (this device)" : "") << std::endl;
+  };
+  Subscriber subscriber(store, transport.get(), &engine, options);
+  subscriber.Start();
+  env.interrupt->Wait();
+  subscriber.Stop();
+  return kExitOk;
+}
+
 int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::string& command,
                std::vector<std::string> args, std::ostream& out, std::ostream& err) {
+  if (command == "watch") return RunWatch(flags, env, args, out, err);
+  bool follow = false;
+  bool follow_snapshot = true;
+  if (command == "sync") {
+    for (auto it = args.begin(); it != args.end();) {
+      if (*it == "--follow") {
+        follow = true;
+      } else if (*it == "--no-snapshot") {
+        follow_snapshot = false;
+      } else {
+        ++it;
+        continue;
+      }
+      it = args.erase(it);
+    }
+    if (!follow_snapshot && !follow) return Usage(err, "--no-snapshot needs --follow");
+  }
   if (command == "init") {
     if (!args.empty()) return Usage(err, "init takes no arguments");
     absl::StatusOr<std::unique_ptr<LocalStore>> store = OpenStore(flags, env, true);
@@ -220,6 +477,7 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
     if (!rows.ok()) return Fail(err, rows.status());
     for (const JsonValue& row : *rows) out << row.Serialize() << "\n";
   } else if (command == "sync") {
+    if (follow) return RunFollow(flags, env, store, follow_snapshot, out, err);
     return RunSync(flags, env, store, out, err);
   } else if (command == "status") {
     absl::StatusOr<SyncState> s = store->GetSyncState();
@@ -236,6 +494,35 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
 }
 
 }  // namespace
+
+bool InterruptSignal::Trigger() {
+  absl::MutexLock lock(&mu_);
+  triggered_ = true;
+  if (!handler_) return false;
+  handler_();  // under mu_, so that ClearHandler waits for it
+  return true;
+}
+
+bool InterruptSignal::triggered() const {
+  absl::MutexLock lock(&mu_);
+  return triggered_;
+}
+
+void InterruptSignal::SetHandler(std::function<void()> handler) {
+  absl::MutexLock lock(&mu_);
+  handler_ = std::move(handler);
+  if (triggered_ && handler_) handler_();
+}
+
+void InterruptSignal::ClearHandler() {
+  absl::MutexLock lock(&mu_);
+  handler_ = nullptr;
+}
+
+void InterruptSignal::Wait() const {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&triggered_));
+}
 
 absl::StatusOr<JsonValue> TypeFieldValue(const ColumnDef& column, absl::string_view text) {
   if (text == "null") return JsonValue();
@@ -300,6 +587,7 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   flags.db = env.db_env.empty() ? kDefaultDbPath : env.db_env;
   flags.server = env.server_env;
   flags.token = env.token_env;
+  flags.user_id = env.user_env;
   size_t i = 0;
   for (; i < args.size() && absl::StartsWith(args[i], "-"); ++i) {
     const std::string& a = args[i];
@@ -313,6 +601,8 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.server = a.substr(9);
     } else if (absl::StartsWith(a, "--token=")) {
       flags.token = a.substr(8);
+    } else if (absl::StartsWith(a, "--user=")) {
+      flags.user_id = a.substr(7);
     } else {
       return Usage(err, absl::StrCat("unknown flag \"", a, "\""));
     }

@@ -2,7 +2,7 @@
 // the real environment and a GrpcTransport factory, so tests can run every
 // command against a fake transport.
 //
-//   pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] COMMAND [ARGS]
+//   pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] [--user=ID] COMMAND [ARGS]
 //
 // Output formats (stdout), for scripts:
 //   init                          the origin id
@@ -15,6 +15,28 @@
 //                                  pulled P (applied X, skipped Y)"
 //   status                        "key: value" lines: origin_id, pending,
 //                                 cursor, server
+//   watch [--table=T]... [--event=insert|update|delete]... [--filter=COL=OP.VAL]...
+//         [--from-now | --cursor=C] [--checkpoints]
+//                                 follows the feed without a database; one
+//                                 JSON object per event, flushed per line:
+//     {"event":"UPDATE","table":"tasks","object_type":"task","id":"<uuid>",
+//      "version":3,"origin_id":"...","revision_id":"...",
+//      "commit_timestamp_ms":1700000000000,"new":{...},"old":{...},
+//      "cursor":"..."}
+//                                 ("new"/"old" are null when the server sent
+//                                 none); with --checkpoints also
+//                                 {"checkpoint":"<cursor>"}. Each --table
+//                                 is one subscription with the --event and
+//                                 --filter options; no --table = all tables.
+//   sync --follow [--no-snapshot] runs a Subscriber on the database; lines:
+//                                 "connected to HOST:PORT"
+//                                 "disconnected: <status>; retrying in <duration>"
+//                                 "snapshot: applied A, skipped S, removed R, kept K"
+//                                 "applied <EVENT> <type> <id> version <v>"
+//                                 ("... (this device)" for echoes of local writes)
+// watch and sync --follow run until SIGINT/SIGTERM (exit 0). watch exits 1
+// when the stream ends otherwise: "error: feed ended: <status>" plus
+// "; resume with --cursor=<c>" when it had a cursor.
 // Errors: one line "error: ..." on stderr, exit 1; usage problems print the
 // usage on stderr and exit 2.
 #ifndef PULSESYNC_CLIENT_CLI_CLI_H_
@@ -27,7 +49,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "client/core/transport.h"
 #include "client/store/object_types.h"
 #include "common/clock.h"
@@ -38,14 +62,50 @@ namespace pulsesync {
 inline constexpr char kDefaultDbPath[] = "pulsesync.db";
 inline constexpr char kDefaultServerAddress[] = "127.0.0.1:50051";
 
+// An interrupt request (SIGINT/SIGTERM in main.cc, a test's call in tests)
+// for the commands that run until interrupted (watch, sync --follow).
+//
+// Thread safety: thread-safe. The handler runs on the thread that calls
+// Trigger (or, if Trigger came first, on the thread that sets it).
+class InterruptSignal {
+ public:
+  // Records the interrupt and runs the handler, if any. Returns false when
+  // no handler was set: then nobody is listening (main.cc then lets the
+  // signal terminate the process as usual).
+  bool Trigger();
+  bool triggered() const;
+  // Sets `handler` (replacing any), running it at once if already triggered.
+  // The handler must be quick and must not call back into this object.
+  void SetHandler(std::function<void()> handler);
+  // Removes the handler, waiting for a call of it in progress.
+  void ClearHandler();
+  // Blocks until triggered.
+  void Wait() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  bool triggered_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> handler_ ABSL_GUARDED_BY(mu_);
+};
+
+// How to reach the server.
+struct TransportConfig {
+  std::string address;  // host:port
+  std::string token;    // bearer token; "" = none
+  std::string user_id;  // x-pulsesync-user-id; "" = none
+};
+
 struct CliEnvironment {
-  // Values of PULSESYNC_DB, PULSESYNC_SERVER, PULSESYNC_TOKEN ("" = unset).
+  // Values of PULSESYNC_DB, PULSESYNC_SERVER, PULSESYNC_TOKEN,
+  // PULSESYNC_USER_ID ("" = unset).
   std::string db_env;
   std::string server_env;
   std::string token_env;
-  // Makes the transport for `sync`; required for that command only.
-  std::function<std::unique_ptr<Transport>(const std::string& address, const std::string& token)>
-      make_transport;
+  std::string user_env;
+  // Makes the transport for `sync` and `watch`; required for those only.
+  std::function<std::unique_ptr<Transport>(const TransportConfig& config)> make_transport;
+  // Ends `watch` and `sync --follow`; required for those only.
+  InterruptSignal* interrupt = nullptr;
   // nullptr = WallClock::Real().
   const WallClock* clock = nullptr;
 };

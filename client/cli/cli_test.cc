@@ -6,7 +6,12 @@
 #include <sstream>
 #include <string>
 
+#include <streambuf>
+#include <thread>
+
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "client/core/fake_feed_transport.h"
 #include "client/store/local_store.h"
 #include "common/brotli_codec.h"
 #include "common/uuid.h"
@@ -121,9 +126,9 @@ class CliTest : public ::testing::Test {
           std::to_string(counter++) + ".db";
     Remove();
     env_.db_env = db_;
-    env_.make_transport = [this](const std::string& address, const std::string& token) {
-      server_.last_address = address;
-      server_.last_token = token;
+    env_.make_transport = [this](const TransportConfig& config) {
+      server_.last_address = config.address;
+      server_.last_token = config.token;
       return std::unique_ptr<Transport>(new FakeServer::Conn(&server_));
     };
   }
@@ -268,6 +273,265 @@ TEST_F(CliTest, SyncWithTheServerDownFailsAndKeepsRevisionsPending) {
   server_.down = false;
   MustRun({"sync"});
   EXPECT_NE(MustRun({"status"}).find("pending: 0\n"), std::string::npos);
+}
+
+// --- watch and sync --follow, against a scripted feed ---
+
+// An ostream target that another thread may read while RunCli writes.
+class SharedOutput : public std::streambuf {
+ public:
+  std::string text() {
+    absl::MutexLock lock(&mu_);
+    return text_;
+  }
+  std::vector<std::string> lines() {
+    return absl::StrSplit(text(), '\n', absl::SkipEmpty());
+  }
+  // Waits (bounded) until `n` complete lines were written.
+  bool WaitForLines(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return static_cast<size_t>(std::count(text_.begin(), text_.end(), '\n')) >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+
+ protected:
+  int overflow(int c) override {
+    if (c == EOF) return 0;
+    absl::MutexLock lock(&mu_);
+    text_.push_back(static_cast<char>(c));
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    absl::MutexLock lock(&mu_);
+    text_.append(s, static_cast<size_t>(n));
+    return n;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+};
+
+// Hands RunCli a Transport that forwards to the test's FakeFeedServer.
+class Forwarding : public Transport {
+ public:
+  explicit Forwarding(Transport* t) : t_(t) {}
+  absl::StatusOr<v1::ApplyRevisionsResponse> ApplyRevisions(
+      const v1::ApplyRevisionsRequest& r) override {
+    return t_->ApplyRevisions(r);
+  }
+  absl::StatusOr<v1::PullChangesResponse> PullChanges(const v1::PullChangesRequest& r) override {
+    return t_->PullChanges(r);
+  }
+  absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
+      const v1::GetServerInfoRequest& r) override {
+    return t_->GetServerInfo(r);
+  }
+  absl::StatusOr<std::unique_ptr<ChangeStream>> StreamChanges(
+      const v1::StreamChangesRequest& r) override {
+    return t_->StreamChanges(r);
+  }
+  absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(const v1::SnapshotRequest& r) override {
+    return t_->Snapshot(r);
+  }
+
+ private:
+  Transport* t_;
+};
+
+class CliFeedTest : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    env_.interrupt = &interrupt_;
+    env_.make_transport = [this](const TransportConfig& config) {
+      config_ = config;
+      return std::unique_ptr<Transport>(new Forwarding(&feed_));
+    };
+  }
+  // Runs a command in the background; Join returns its exit code.
+  void RunInBackground(std::vector<std::string> args) {
+    thread_ = std::thread([this, args] {
+      std::ostream out(&out_), err(&err_);
+      code_ = RunCli(args, env_, out, err);
+    });
+  }
+  int Join() {
+    thread_.join();
+    return code_;
+  }
+
+  testing::FakeFeedServer feed_;
+  InterruptSignal interrupt_;
+  TransportConfig config_;
+  SharedOutput out_, err_;
+  std::thread thread_;
+  int code_ = -1;
+};
+
+v1::StreamChangesResponse Update(const std::string& id, int64_t version, const std::string& cursor) {
+  v1::StreamChangesResponse r;
+  v1::Change* c = r.mutable_change();
+  c->set_table("tasks");
+  c->set_object_type("task");
+  c->set_event(v1::EVENT_TYPE_UPDATE);
+  c->set_object_id(id);
+  c->set_version(version);
+  c->set_new_record(R"({"id":")" + id + R"(","team_id":"11111111-1111-4111-8111-111111111111","title":"new","version":)" +
+                    std::to_string(version) + "}");
+  c->set_old_record(R"({"title":"old"})");
+  c->set_origin_id("device-9");
+  c->set_revision_id("rev-1");
+  c->set_commit_timestamp_ms(1700000000000);
+  c->set_cursor(cursor);
+  return r;
+}
+
+TEST_F(CliFeedTest, WatchPrintsOneJsonLinePerEventWithoutADatabase) {
+  RunInBackground({"--server=feed:1", "--user=u-1", "watch", "--table=tasks", "--table=projects",
+                   "--event=update", "--event=DELETE", "--filter=priority=gt.1", "--cursor=c0",
+                   "--checkpoints"});
+  std::shared_ptr<testing::ChangeCall> stream = feed_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  const v1::StreamChangesRequest request = feed_.stream_request(0);
+  EXPECT_EQ(request.cursor(), "c0");
+  EXPECT_FALSE(request.from_now());
+  ASSERT_EQ(request.subscriptions_size(), 2);
+  EXPECT_EQ(request.subscriptions(0).table(), "tasks");
+  EXPECT_EQ(request.subscriptions(1).table(), "projects");
+  ASSERT_EQ(request.subscriptions(1).events_size(), 2);
+  EXPECT_EQ(request.subscriptions(1).events(0), v1::EVENT_TYPE_UPDATE);
+  EXPECT_EQ(request.subscriptions(1).events(1), v1::EVENT_TYPE_DELETE);
+  EXPECT_EQ(request.subscriptions(1).filters(0), "priority=gt.1");
+  EXPECT_EQ(config_.address, "feed:1");
+  EXPECT_EQ(config_.user_id, "u-1");
+
+  const std::string id = NewUuid();
+  stream->Send(Update(id, 3, "c1"));
+  v1::StreamChangesResponse checkpoint;
+  checkpoint.set_checkpoint("c2");
+  stream->Send(checkpoint);
+  ASSERT_TRUE(out_.WaitForLines(2));
+  std::vector<std::string> lines = out_.lines();
+  EXPECT_EQ(lines[0], R"({"event":"UPDATE","table":"tasks","object_type":"task","id":")" + id +
+                          R"(","version":3,"origin_id":"device-9","revision_id":"rev-1",)"
+                          R"("commit_timestamp_ms":1700000000000,"new":{"id":")" +
+                          id +
+                          R"(","team_id":"11111111-1111-4111-8111-111111111111","title":"new",)"
+                          R"("version":3},"old":{"title":"old"},"cursor":"c1"})");
+  EXPECT_EQ(lines[1], R"({"checkpoint":"c2"})");
+
+  interrupt_.Trigger();
+  EXPECT_EQ(Join(), 0);
+  EXPECT_TRUE(stream->cancelled());
+  EXPECT_EQ(err_.text(), "");
+  // No database was created or opened.
+  EXPECT_NE(access(db_.c_str(), F_OK), 0);
+}
+
+TEST_F(CliFeedTest, WatchFromNowWithoutFiltersSubscribesToEverything) {
+  RunInBackground({"watch", "--from-now"});
+  std::shared_ptr<testing::ChangeCall> stream = feed_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_TRUE(feed_.stream_request(0).from_now());
+  EXPECT_EQ(feed_.stream_request(0).subscriptions_size(), 0);
+  EXPECT_EQ(config_.address, kDefaultServerAddress);
+  // A delete without records prints nulls; checkpoints are not printed.
+  v1::StreamChangesResponse del;
+  del.mutable_change()->set_event(v1::EVENT_TYPE_DELETE);
+  del.mutable_change()->set_table("tasks");
+  del.mutable_change()->set_cursor("d1");
+  stream->Send(del);
+  v1::StreamChangesResponse checkpoint;
+  checkpoint.set_checkpoint("c2");
+  stream->Send(checkpoint);
+  ASSERT_TRUE(out_.WaitForLines(1));
+  EXPECT_NE(out_.lines()[0].find(R"("event":"DELETE")"), std::string::npos);
+  EXPECT_NE(out_.lines()[0].find(R"("new":null,"old":null)"), std::string::npos);
+  ASSERT_TRUE(testing::FakeFeedServer::WaitUntil([&] { return stream->unread() == 0; }));
+  interrupt_.Trigger();
+  EXPECT_EQ(Join(), 0);
+  EXPECT_EQ(out_.lines().size(), 1u);
+}
+
+TEST_F(CliFeedTest, WatchFailsWithOneLineNamingTheCursorToResumeFrom) {
+  RunInBackground({"watch"});
+  std::shared_ptr<testing::ChangeCall> stream = feed_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  stream->Send(Update(NewUuid(), 1, "c1"));
+  stream->End(absl::UnavailableError("server shutting down"));
+  EXPECT_EQ(Join(), 1);
+  EXPECT_EQ(out_.lines().size(), 1u);
+  EXPECT_EQ(err_.text(),
+            "error: feed ended: UNAVAILABLE: server shutting down; resume with --cursor=c1\n");
+}
+
+TEST_F(CliFeedTest, WatchRefusesBadOptions) {
+  Result r = Run({"watch", "--from-now", "--cursor=x"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--from-now and --cursor exclude each other"), std::string::npos);
+  r = Run({"watch", "--event=upsert"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--event expects insert, update or delete, got \"upsert\""),
+            std::string::npos);
+  r = Run({"watch", "--filter=nonsense"});
+  EXPECT_EQ(r.code, 2);
+  r = Run({"watch", "--colour"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(feed_.stream_count(), 0u);
+}
+
+TEST_F(CliFeedTest, SyncFollowKeepsTheDatabaseInSyncUntilInterrupted) {
+  MustRun({"init"});
+  const std::string mine = Line(MustRun({"create", "team", "name=Mine"}));
+  const std::string id = NewUuid();
+  v1::SnapshotResponse rows;
+  rows.mutable_rows()->set_table("tasks");
+  rows.mutable_rows()->add_records(R"({"id":")" + id +
+                                   R"(","team_id":"11111111-1111-4111-8111-111111111111",)"
+                                   R"("title":"snap","version":1})");
+  // The server has the team pushed on connect, as a real one would.
+  v1::SnapshotResponse teams;
+  teams.mutable_rows()->set_table("teams");
+  teams.mutable_rows()->add_records(R"({"id":")" + mine + R"(","name":"Mine","version":1})");
+  v1::SnapshotResponse cursor;
+  cursor.set_cursor("s1");
+  feed_.ScriptSnapshot({rows, teams, cursor});
+  RunInBackground({"--server=feed:2", "sync", "--follow"});
+  std::shared_ptr<testing::ChangeCall> stream = feed_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(feed_.stream_request(0).cursor(), "s1");
+  stream->Send(Update(id, 2, "s2"));
+  ASSERT_TRUE(out_.WaitForLines(3));
+  interrupt_.Trigger();
+  EXPECT_EQ(Join(), 0);
+  std::vector<std::string> lines = out_.lines();
+  ASSERT_EQ(lines.size(), 4u) << out_.text();
+  EXPECT_EQ(lines[0], "connected to feed:2");
+  EXPECT_EQ(lines[1], "snapshot: applied 2, skipped 0, removed 0, kept 0");
+  EXPECT_EQ(lines[2], "applied UPDATE task " + id + " version 2");
+  EXPECT_EQ(lines[3], "disconnected: stopped");
+  EXPECT_EQ(feed_.pushes().size(), 1u);  // the local team, pushed on connect
+  EXPECT_NE(MustRun({"status"}).find("pending: 0\ncursor: s2\nserver: feed:2\n"),
+            std::string::npos);
+  absl::StatusOr<JsonValue> row = ParseJson(Line(MustRun({"get", "task", id})));
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->Find("title")->text(), "new");
+  EXPECT_NE(MustRun({"get", "team", mine}).find(R"("version":1)"), std::string::npos);
+}
+
+TEST_F(CliFeedTest, SyncFollowReportsDisconnectsWithTheRetryDelay) {
+  MustRun({"init"});
+  feed_.FailInfo(absl::UnavailableError("connection refused"));
+  RunInBackground({"sync", "--follow", "--no-snapshot"});
+  ASSERT_TRUE(out_.WaitForLines(1));
+  EXPECT_TRUE(absl::StartsWith(out_.lines()[0],
+                               "disconnected: UNAVAILABLE: connection refused; retrying in "))
+      << out_.lines()[0];
+  interrupt_.Trigger();
+  EXPECT_EQ(Join(), 0);
 }
 
 }  // namespace

@@ -1,8 +1,12 @@
 // pulsesync: the command-line client. Everything but the environment lives in
 // cli.cc.
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/cli/cli.h"
@@ -16,9 +20,37 @@ std::string Env(const char* name) {
   return v != nullptr ? v : "";
 }
 
+// SIGINT and SIGTERM are blocked in every thread (before gRPC starts any)
+// and taken by one thread with sigwait, which hands them to the command
+// that is running (watch and sync --follow stop cleanly and exit 0). When
+// no command listens, the signal gets its default action: the process ends
+// as if it had not been blocked.
+void StartSignalThread(pulsesync::InterruptSignal* interrupt) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set, interrupt] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (interrupt->Trigger()) continue;
+      signal(sig, SIG_DFL);
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      raise(sig);
+    }
+  }).detach();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  static pulsesync::InterruptSignal interrupt;
+  StartSignalThread(&interrupt);
   // A command reports its own errors in one line; library warnings (e.g. a
   // failed push) would only repeat them. PULSESYNC_LOG_LEVEL brings them back.
   if (Env("PULSESYNC_LOG_LEVEL").empty()) pulsesync::SetMinLogLevel(pulsesync::LogLevel::kError);
@@ -26,11 +58,14 @@ int main(int argc, char** argv) {
   env.db_env = Env("PULSESYNC_DB");
   env.server_env = Env("PULSESYNC_SERVER");
   env.token_env = Env("PULSESYNC_TOKEN");
-  env.make_transport = [](const std::string& address, const std::string& token) {
+  env.user_env = Env("PULSESYNC_USER_ID");
+  env.interrupt = &interrupt;
+  env.make_transport = [](const pulsesync::TransportConfig& config) {
     pulsesync::GrpcTransportOptions options;
-    options.bearer_token = token;
+    options.bearer_token = config.token;
+    options.user_id = config.user_id;
     return std::unique_ptr<pulsesync::Transport>(
-        pulsesync::GrpcTransport::Create(address, options));
+        pulsesync::GrpcTransport::Create(config.address, options));
   };
   std::vector<std::string> args(argv + 1, argv + argc);
   return pulsesync::RunCli(args, env, std::cout, std::cerr);

@@ -369,6 +369,39 @@ absl::StatusOr<std::optional<JsonValue>> LocalStore::ReadRow(const ObjectTypeDef
 
 absl::StatusOr<std::string> LocalStore::Create(absl::string_view object_type,
                                                const JsonValue& fields) {
+  absl::StatusOr<std::string> id = CreateImpl(object_type, fields);
+  if (id.ok()) NotifyLocalWrite();
+  return id;
+}
+
+absl::Status LocalStore::Update(absl::string_view object_type, absl::string_view id,
+                                const JsonValue& fields) {
+  absl::Status st = UpdateImpl(object_type, id, fields);
+  if (st.ok()) NotifyLocalWrite();
+  return st;
+}
+
+absl::Status LocalStore::Delete(absl::string_view object_type, absl::string_view id) {
+  absl::Status st = DeleteImpl(object_type, id);
+  if (st.ok()) NotifyLocalWrite();
+  return st;
+}
+
+void LocalStore::SetLocalWriteListener(std::function<void()> listener) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(listener);
+}
+
+void LocalStore::NotifyLocalWrite() {
+  // A reader lock: writers run concurrently, and SetLocalWriteListener
+  // waits for calls in progress, so a listener is never called after it
+  // was replaced.
+  absl::ReaderMutexLock lock(&listener_mu_);
+  if (listener_) listener_();
+}
+
+absl::StatusOr<std::string> LocalStore::CreateImpl(absl::string_view object_type,
+                                                   const JsonValue& fields) {
   PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
   PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
   std::vector<std::string> missing;
@@ -434,8 +467,8 @@ absl::StatusOr<std::string> LocalStore::Create(absl::string_view object_type,
   return id;
 }
 
-absl::Status LocalStore::Update(absl::string_view object_type, absl::string_view raw_id,
-                                const JsonValue& fields) {
+absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_view raw_id,
+                                    const JsonValue& fields) {
   PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
   PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
   PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
@@ -491,7 +524,7 @@ absl::Status LocalStore::Update(absl::string_view object_type, absl::string_view
   return txn.Commit();
 }
 
-absl::Status LocalStore::Delete(absl::string_view object_type, absl::string_view raw_id) {
+absl::Status LocalStore::DeleteImpl(absl::string_view object_type, absl::string_view raw_id) {
   PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
   PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
 
@@ -628,37 +661,12 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
 
 // --- Pull side ---
 
-absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
-                                                HybridLogicalClock* hlc) {
-  const ObjectTypeDef* def =
-      FindObjectType(change.object_type.empty() ? change.table : change.object_type);
-  if (def == nullptr) {
-    LogDebug("skipping change of unknown object type",
-             {{"object_type", change.object_type}, {"table", change.table}});
-    return false;
-  }
-  const bool hard_delete = change.new_record.empty() || change.new_record == "{}";
-  JsonValue record = JsonValue::Object();
-  if (!hard_delete) {
-    absl::StatusOr<JsonValue> parsed = ParseJson(change.new_record);
-    if (!parsed.ok() || !parsed->is_object()) {
-      LogWarning("skipping change with a malformed new_record", {{"object_type", def->object_type},
-                                                                 {"object_id", change.object_id},
-                                                                 {"version", change.version}});
-      return false;
-    }
-    record = *std::move(parsed);
-  }
-  std::string id = change.object_id;
-  if (id.empty()) {
-    if (const JsonValue* rid = record.Find("id"); rid != nullptr) id = rid->text();
-  }
-  if (!IsUuid(id)) {
-    LogWarning("skipping change without a valid object id", {{"object_id", id}});
-    return false;
-  }
-  id = absl::AsciiStrToLower(id);
-
+absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTypeDef* def,
+                                                                 const std::string& id,
+                                                                 int64_t version, bool hard_delete,
+                                                                 const JsonValue& record,
+                                                                 HybridLogicalClock* hlc) {
+  RecordResult result;
   // Invariant 5: newer versions only.
   PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version FROM ", def->table,
                                                               " WHERE id = ?")));
@@ -666,7 +674,8 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
   PS_ASSIGN_OR_RETURN(bool exists, sel.Step());
   const int64_t local_version = exists ? sel.ColumnInt64(0) : 0;
   sel.Reset();
-  if (exists && local_version >= change.version) return false;
+  result.local_version = local_version;
+  if (exists && local_version >= version) return result;
 
   // Fields the object's pending revisions own.
   std::set<std::string> kept;
@@ -690,11 +699,10 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
   // A pending write (or delete) also decides whether the object exists.
   if (has_pending) kept.insert("deleted");
 
-  HlcTimestamp remote_ts;
   if (const JsonValue* h = record.Find("hlc"); h != nullptr && h->is_string()) {
     if (absl::StatusOr<HlcTimestamp> ts = ParseHlc(h->text()); ts.ok()) {
-      remote_ts = *ts;
-      hlc->Observe(remote_ts);
+      result.remote_ts = *ts;
+      hlc->Observe(*ts);
     }
   }
 
@@ -702,7 +710,7 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
   if (hard_delete) {
     if (has_pending) {
       // The pending write will recreate the object on the server.
-      return false;
+      return result;
     }
     PS_ASSIGN_OR_RETURN(Statement del,
                         db_.Prepare(absl::StrCat("DELETE FROM ", def->table, " WHERE id = ?")));
@@ -734,7 +742,7 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
                          absl::StrJoin(marks, ", "), ")");
     }
     PS_ASSIGN_OR_RETURN(Statement up, db_.Prepare(sql));
-    PS_RETURN_IF_ERROR(up.BindInt64(1, change.version));
+    PS_RETURN_IF_ERROR(up.BindInt64(1, version));
     int index = 2;
     for (size_t i = 0; i < cols.size(); ++i) {
       PS_RETURN_IF_ERROR(BindRemote(&up, index++, *cols[i], *values[i]));
@@ -743,6 +751,49 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
     PS_RETURN_IF_ERROR(up.Run());
     changed = true;
   }
+
+  result.taken = true;
+  result.changed = changed;
+  return result;
+}
+
+absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
+                                                HybridLogicalClock* hlc) {
+  const ObjectTypeDef* def =
+      FindObjectType(change.object_type.empty() ? change.table : change.object_type);
+  if (def == nullptr) {
+    LogDebug("skipping change of unknown object type",
+             {{"object_type", change.object_type}, {"table", change.table}});
+    return false;
+  }
+  const bool hard_delete = change.new_record.empty() || change.new_record == "{}";
+  JsonValue record = JsonValue::Object();
+  if (!hard_delete) {
+    absl::StatusOr<JsonValue> parsed = ParseJson(change.new_record);
+    if (!parsed.ok() || !parsed->is_object()) {
+      LogWarning("skipping change with a malformed new_record", {{"object_type", def->object_type},
+                                                                 {"object_id", change.object_id},
+                                                                 {"version", change.version}});
+      return false;
+    }
+    record = *std::move(parsed);
+  }
+  std::string id = change.object_id;
+  if (id.empty()) {
+    if (const JsonValue* rid = record.Find("id"); rid != nullptr) id = rid->text();
+  }
+  if (!IsUuid(id)) {
+    LogWarning("skipping change without a valid object id", {{"object_id", id}});
+    return false;
+  }
+  id = absl::AsciiStrToLower(id);
+
+  PS_ASSIGN_OR_RETURN(RecordResult applied,
+                      ApplyRecord(def, id, change.version, hard_delete, record, hlc));
+  if (!applied.taken) return false;
+  const int64_t local_version = applied.local_version;
+  const HlcTimestamp remote_ts = applied.remote_ts;
+  const bool changed = applied.changed;
 
   // Record it as a synced revision (once per revision id).
   PS_ASSIGN_OR_RETURN(
@@ -783,6 +834,164 @@ absl::StatusOr<ApplyChangesSummary> LocalStore::ApplyRemoteChanges(
   state.hlc = hlc.last();
   state.cursor = std::string(next_cursor);
   PS_RETURN_IF_ERROR(SaveState(state));
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return summary;
+}
+
+// --- Snapshot ---
+//
+// A snapshot is applied as Begin, Rows..., Finish. The ids the snapshot
+// holds are collected in a TEMP table (private to this connection and gone
+// with it, so a snapshot interrupted by a crash leaves nothing behind);
+// Finish removes the rows of the covered types that the snapshot did not
+// hold, unless pending revisions own them, and stores the cursor. Rows
+// applied by earlier chunks are ahead of the stored cursor until Finish:
+// harmless, because a change is applied only when newer (invariant 5).
+
+absl::Status LocalStore::BeginSnapshotLocked(const std::vector<std::string>& tables) {
+  std::set<std::string> covered;
+  if (tables.empty()) {
+    for (const ObjectTypeDef& def : AllObjectTypes()) covered.insert(def.object_type);
+  } else {
+    for (const std::string& t : tables) {
+      PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(t));
+      covered.insert(def->object_type);
+    }
+  }
+  PS_RETURN_IF_ERROR(
+      db_.Exec("CREATE TEMP TABLE IF NOT EXISTS snapshot_seen (object_type TEXT NOT NULL, "
+               "object_id TEXT NOT NULL, PRIMARY KEY (object_type, object_id)) WITHOUT ROWID;"
+               "DELETE FROM temp.snapshot_seen;"));
+  snapshot_types_ = std::move(covered);
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>& rows,
+                                                 HybridLogicalClock* hlc,
+                                                 ApplySnapshotSummary* summary) {
+  if (!snapshot_types_.has_value()) {
+    return absl::FailedPreconditionError("no snapshot in progress (call BeginSnapshot first)");
+  }
+  PS_ASSIGN_OR_RETURN(
+      Statement seen,
+      db_.Prepare("INSERT OR IGNORE INTO temp.snapshot_seen (object_type, object_id) VALUES (?, ?)"));
+  for (const SnapshotRows& group : rows) {
+    const ObjectTypeDef* def =
+        FindObjectType(group.object_type.empty() ? group.table : group.object_type);
+    if (def == nullptr || snapshot_types_->count(def->object_type) == 0) {
+      LogDebug("skipping snapshot rows of an unknown or uncovered type",
+               {{"object_type", group.object_type}, {"table", group.table}});
+      summary->skipped += static_cast<int64_t>(group.records.size());
+      continue;
+    }
+    for (const std::string& text : group.records) {
+      absl::StatusOr<JsonValue> record = ParseJson(text);
+      const JsonValue* id_value = record.ok() ? record->Find("id") : nullptr;
+      const JsonValue* version_value = record.ok() ? record->Find("version") : nullptr;
+      std::optional<int64_t> version =
+          version_value != nullptr ? version_value->AsInt64() : std::nullopt;
+      if (!record.ok() || !record->is_object() || id_value == nullptr ||
+          !IsUuid(id_value->text()) || !version.has_value()) {
+        LogWarning("skipping a malformed snapshot row", {{"object_type", def->object_type}});
+        ++summary->skipped;
+        continue;
+      }
+      const std::string id = absl::AsciiStrToLower(id_value->text());
+      // Seen even when not newer: the server has it, so Finish keeps it.
+      seen.Reset();
+      PS_RETURN_IF_ERROR(seen.BindText(1, def->object_type));
+      PS_RETURN_IF_ERROR(seen.BindText(2, id));
+      PS_RETURN_IF_ERROR(seen.Run());
+      PS_ASSIGN_OR_RETURN(RecordResult applied,
+                          ApplyRecord(def, id, *version, /*hard_delete=*/false, *record, hlc));
+      ++(applied.taken && applied.changed ? summary->applied : summary->skipped);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::FinishSnapshotLocked(StateRow* state, absl::string_view cursor,
+                                              ApplySnapshotSummary* summary) {
+  if (!snapshot_types_.has_value()) {
+    return absl::FailedPreconditionError("no snapshot in progress (call BeginSnapshot first)");
+  }
+  for (const std::string& type : *snapshot_types_) {
+    const ObjectTypeDef* def = FindObjectType(type);
+    const std::string absent = absl::StrCat(
+        " FROM ", def->table,
+        " WHERE id NOT IN (SELECT object_id FROM temp.snapshot_seen WHERE object_type = ?1)"
+        " AND id ");
+    const std::string pending =
+        "IN (SELECT object_id FROM revisions WHERE object_type = ?1 AND synced = 0)";
+    PS_ASSIGN_OR_RETURN(Statement count,
+                        db_.Prepare(absl::StrCat("SELECT count(*)", absent, pending)));
+    PS_RETURN_IF_ERROR(count.BindText(1, def->object_type));
+    PS_ASSIGN_OR_RETURN(bool row, count.Step());
+    if (row) summary->kept += count.ColumnInt64(0);
+    PS_ASSIGN_OR_RETURN(Statement del,
+                        db_.Prepare(absl::StrCat("DELETE", absent, "NOT ", pending)));
+    PS_RETURN_IF_ERROR(del.BindText(1, def->object_type));
+    PS_RETURN_IF_ERROR(del.Run());
+    summary->removed += db_.changes();
+  }
+  state->cursor = std::string(cursor);
+  PS_RETURN_IF_ERROR(SaveState(*state));
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::BeginSnapshot(const std::vector<std::string>& tables) {
+  absl::MutexLock lock(&mu_);
+  snapshot_types_.reset();
+  return BeginSnapshotLocked(tables);
+}
+
+absl::StatusOr<ApplySnapshotSummary> LocalStore::ApplySnapshotChunk(
+    const std::vector<SnapshotRows>& rows) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  HybridLogicalClock hlc(clock_, state.hlc);
+  ApplySnapshotSummary summary;
+  PS_RETURN_IF_ERROR(ApplySnapshotRowsLocked(rows, &hlc, &summary));
+  state.hlc = hlc.last();
+  PS_RETURN_IF_ERROR(SaveState(state));  // the HLC only; the cursor is unchanged
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return summary;
+}
+
+absl::StatusOr<ApplySnapshotSummary> LocalStore::FinishSnapshot(absl::string_view cursor) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  ApplySnapshotSummary summary;
+  PS_RETURN_IF_ERROR(FinishSnapshotLocked(&state, cursor, &summary));
+  PS_RETURN_IF_ERROR(txn.Commit());
+  snapshot_types_.reset();
+  return summary;
+}
+
+void LocalStore::AbortSnapshot() {
+  absl::MutexLock lock(&mu_);
+  snapshot_types_.reset();
+  (void)db_.Exec("DELETE FROM temp.snapshot_seen");  // absent if never begun: fine
+}
+
+absl::StatusOr<ApplySnapshotSummary> LocalStore::ApplySnapshot(
+    const std::vector<SnapshotRows>& rows, absl::string_view cursor,
+    const std::vector<std::string>& tables) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_RETURN_IF_ERROR(BeginSnapshotLocked(tables));
+  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+  HybridLogicalClock hlc(clock_, state.hlc);
+  ApplySnapshotSummary summary;
+  absl::Status st = ApplySnapshotRowsLocked(rows, &hlc, &summary);
+  if (st.ok()) {
+    state.hlc = hlc.last();
+    st = FinishSnapshotLocked(&state, cursor, &summary);
+  }
+  snapshot_types_.reset();
+  PS_RETURN_IF_ERROR(st);
   PS_RETURN_IF_ERROR(txn.Commit());
   return summary;
 }

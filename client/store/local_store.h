@@ -31,8 +31,21 @@
 //   server DUPLICATE      -> synced=1, outcome 'duplicate'     (RecordPushResults)
 //   server REJECTED       -> synced=1, outcome 'rejected', reject_reason
 //   remote change pulled  -> synced=1, outcome 'remote', seq 0 (ApplyRemoteChanges)
+//   snapshot row          -> nothing: a snapshot is state, not an edit, so
+//                            it records no revision (ApplySnapshot)
+//
+// Snapshots (initial sync, re-snapshot after the server compacted its log):
+//  7. A snapshot row is applied with the rules of a remote change
+//     (invariant 5: newer versions only, pending fields kept).
+//  8. Rows of the covered types that the snapshot does not hold are removed
+//     (they were deleted on the server, or left the caller's scope), except
+//     rows with pending revisions, which the push will bring back.
+//  9. The snapshot's cursor is stored only in the transaction that performs
+//     8, i.e. with the last chunk; earlier chunks may commit before it
+//     (safe by invariant 5).
 //
 // Thread safety: thread-safe; calls are serialized by an internal mutex.
+// The local-write listener is called on the thread that made the write.
 // Several processes may share one database file (WAL, busy timeout, write
 // transactions take the lock up front); a write that cannot get the lock in
 // time fails with kUnavailable.
@@ -40,8 +53,10 @@
 #define PULSESYNC_CLIENT_STORE_LOCAL_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -116,6 +131,22 @@ struct RemoteChange {
 struct ApplyChangesSummary {
   int64_t applied = 0;  // changed a local row
   int64_t skipped = 0;  // not newer than the local row, or unknown type
+};
+
+// Rows of one table from a Snapshot (wire-independent).
+struct SnapshotRows {
+  std::string object_type;  // e.g. "task"; if empty, `table` is used
+  std::string table;        // e.g. "tasks"
+  // JSON objects: whole rows with their system columns ("id" and "version"
+  // are required; a row without them is skipped).
+  std::vector<std::string> records;
+};
+
+struct ApplySnapshotSummary {
+  int64_t applied = 0;  // inserted or updated a local row
+  int64_t skipped = 0;  // not newer than the local row, unknown type, malformed
+  int64_t removed = 0;  // local rows the snapshot no longer holds, deleted
+  int64_t kept = 0;     // rows the snapshot does not hold, kept for pending revisions
 };
 
 struct SyncState {
@@ -202,6 +233,31 @@ class LocalStore {
   [[nodiscard]] absl::StatusOr<ApplyChangesSummary> ApplyRemoteChanges(
       const std::vector<RemoteChange>& changes, absl::string_view next_cursor);
 
+  // --- Snapshot (invariants 7-9) ---
+
+  // Applies a whole snapshot and stores `cursor`, in one transaction.
+  // `tables`: the object types or table names the snapshot covers (as in
+  // SnapshotRequest.tables); empty = all. Only covered types lose rows the
+  // snapshot lacks; rows of other types in `rows` are skipped.
+  // Errors: kInvalidArgument for an unknown name in `tables`; SQLite errors.
+  // On error nothing is applied and the cursor is unchanged.
+  [[nodiscard]] absl::StatusOr<ApplySnapshotSummary> ApplySnapshot(
+      const std::vector<SnapshotRows>& rows, absl::string_view cursor,
+      const std::vector<std::string>& tables = {});
+
+  // The same in chunks, for a snapshot too big to hold: BeginSnapshot, then
+  // ApplySnapshotChunk (one transaction each; removed/kept stay 0), then
+  // FinishSnapshot (removes absent rows and stores the cursor, one
+  // transaction). Beginning again discards an unfinished snapshot;
+  // AbortSnapshot discards it without starting another. Chunk or Finish
+  // without Begin is kFailedPrecondition. A failed Finish leaves the
+  // snapshot open (it may be retried or aborted).
+  [[nodiscard]] absl::Status BeginSnapshot(const std::vector<std::string>& tables = {});
+  [[nodiscard]] absl::StatusOr<ApplySnapshotSummary> ApplySnapshotChunk(
+      const std::vector<SnapshotRows>& rows);
+  [[nodiscard]] absl::StatusOr<ApplySnapshotSummary> FinishSnapshot(absl::string_view cursor);
+  void AbortSnapshot();
+
   // Forgets the cursor, so the next pull starts from the beginning of the
   // log (after the server refused the cursor; invariant 5 makes it safe).
   [[nodiscard]] absl::Status ResetCursor();
@@ -210,6 +266,17 @@ class LocalStore {
 
   [[nodiscard]] absl::StatusOr<SyncState> GetSyncState();
   [[nodiscard]] absl::Status SetServerAddress(absl::string_view address);
+
+  // --- Notifications ---
+
+  // Sets the function called after each successful Create, Update or Delete
+  // (after its transaction committed; rarely also after one that changed
+  // nothing, e.g. deleting a tombstone), on the thread that made the write,
+  // with no store lock held. Replaces the previous listener; nullptr clears
+  // it. Returns only when no call of the previous listener is in progress,
+  // so its owner may be destroyed afterwards. The listener must be quick
+  // and must not write to this store or call SetLocalWriteListener.
+  void SetLocalWriteListener(std::function<void()> listener);
 
  private:
   LocalStore(sqlite::SqliteDb db, const WallClock& clock, std::string origin_id,
@@ -228,8 +295,41 @@ class LocalStore {
   absl::StatusOr<bool> ApplyOneChange(const RemoteChange& change, HybridLogicalClock* hlc)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // What ApplyRecord did with one server row.
+  struct RecordResult {
+    bool taken = false;    // newer than the local row, and not held back by a pending write
+    bool changed = false;  // a local row was written
+    int64_t local_version = 0;  // the local row's version before (0 = none)
+    HlcTimestamp remote_ts;     // the row's clock, if it had one
+  };
+  // Invariant 5 for one row of `def` at `version` (`record` the whole row,
+  // ignored for a hard delete).
+  absl::StatusOr<RecordResult> ApplyRecord(const ObjectTypeDef* def, const std::string& id,
+                                           int64_t version, bool hard_delete,
+                                           const JsonValue& record, HybridLogicalClock* hlc)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Status BeginSnapshotLocked(const std::vector<std::string>& tables)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplySnapshotRowsLocked(const std::vector<SnapshotRows>& rows,
+                                       HybridLogicalClock* hlc, ApplySnapshotSummary* summary)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FinishSnapshotLocked(StateRow* state, absl::string_view cursor,
+                                    ApplySnapshotSummary* summary)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::StatusOr<std::string> CreateImpl(absl::string_view object_type, const JsonValue& fields);
+  absl::Status UpdateImpl(absl::string_view object_type, absl::string_view id,
+                          const JsonValue& fields);
+  absl::Status DeleteImpl(absl::string_view object_type, absl::string_view id);
+  void NotifyLocalWrite() ABSL_LOCKS_EXCLUDED(listener_mu_);
+
   absl::Mutex mu_;
   sqlite::SqliteDb db_ ABSL_GUARDED_BY(mu_);
+  // The types of the snapshot in progress (Begin..Finish); nullopt = none.
+  std::optional<std::set<std::string>> snapshot_types_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex listener_mu_;
+  std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
   const WallClock& clock_;
   const std::string origin_id_;
   const bool newly_created_;

@@ -474,5 +474,205 @@ TEST_F(LocalStoreTest, StateSurvivesReopen) {
   EXPECT_EQ(MustGet("team", id).Find("name")->text(), "A");
 }
 
+// --- Snapshots ---
+
+std::string TeamRecord(const std::string& id, int64_t version, const std::string& name,
+                       bool deleted = false) {
+  return "{\"id\":\"" + id + "\",\"name\":\"" + name +
+         "\",\"created_at\":\"2024-01-01T00:00:00+00:00\",\"version\":" +
+         std::to_string(version) + ",\"deleted\":" + (deleted ? "true" : "false") +
+         ",\"hlc\":\"001700000000000-0000000000-other\"}";
+}
+
+SnapshotRows Teams(std::vector<std::string> records) {
+  SnapshotRows rows;
+  rows.table = "teams";
+  rows.object_type = "team";
+  rows.records = std::move(records);
+  return rows;
+}
+
+TEST_F(LocalStoreTest, SnapshotUpsertsNewerRowsRemovesAbsentOnesAndSavesTheCursor) {
+  const std::string kept_newer = NewUuid();   // local version 9, snapshot 4: skipped
+  const std::string updated = NewUuid();      // local 1, snapshot 2: updated
+  const std::string gone = NewUuid();         // not in the snapshot: removed
+  const std::string fresh = NewUuid();        // only in the snapshot: inserted
+  const std::string task = NewUuid();         // another covered type, absent: removed
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges({TeamChange(kept_newer, 9, "nine"),
+                                        TeamChange(updated, 1, "one"), TeamChange(gone, 3, "x")},
+                                       "c1")
+                  .ok());
+  RemoteChange t;
+  t.object_type = "task";
+  t.object_id = task;
+  t.version = 1;
+  t.new_record = R"({"id":")" + task + R"(","team_id":")" + updated + R"(","title":"T"})";
+  ASSERT_TRUE(store_->ApplyRemoteChanges({t}, "c2").ok());
+  const int64_t revisions_before = CountRows("SELECT count(*) FROM revisions");
+
+  absl::StatusOr<ApplySnapshotSummary> s = store_->ApplySnapshot(
+      {Teams({TeamRecord(kept_newer, 4, "four"), TeamRecord(updated, 2, "two"),
+              TeamRecord(fresh, 1, "new")})},
+      "snap-cursor");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 2);
+  EXPECT_EQ(s->skipped, 1);
+  EXPECT_EQ(s->removed, 2);
+  EXPECT_EQ(s->kept, 0);
+  EXPECT_EQ(MustGet("team", kept_newer).Find("name")->text(), "nine");
+  EXPECT_EQ(MustGet("team", updated).Find("name")->text(), "two");
+  EXPECT_EQ(*MustGet("team", updated).Find("version")->AsInt64(), 2);
+  EXPECT_EQ(MustGet("team", fresh).Find("name")->text(), "new");
+  EXPECT_FALSE(store_->Get("team", gone, ReadOptions{true})->has_value());
+  EXPECT_FALSE(store_->Get("task", task, ReadOptions{true})->has_value());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "snap-cursor");
+  // Snapshot rows record no revisions (documented choice).
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), revisions_before);
+}
+
+TEST_F(LocalStoreTest, SnapshotKeepsPendingFieldsAndRowsWithPendingRevisions) {
+  const std::string edited = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(edited, 1, "one")}, "c1").ok());
+  ASSERT_TRUE(store_->Update("team", edited, Json(R"({"name":"mine"})")).ok());
+  const std::string created_here = CreateTeam("local only");  // never pushed
+
+  absl::StatusOr<ApplySnapshotSummary> s =
+      store_->ApplySnapshot({Teams({TeamRecord(edited, 5, "theirs")})}, "snap");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 1);
+  EXPECT_EQ(s->kept, 1);
+  EXPECT_EQ(s->removed, 0);
+  JsonValue row = MustGet("team", edited);
+  EXPECT_EQ(row.Find("name")->text(), "mine");  // the pending field wins locally
+  EXPECT_EQ(*row.Find("version")->AsInt64(), 5);
+  EXPECT_EQ(MustGet("team", created_here).Find("name")->text(), "local only");
+  EXPECT_EQ(*store_->PendingCount(), 2);
+
+  // Once pushed (synced), a row the server no longer has goes away.
+  std::vector<PushOutcome> outcomes;
+  const std::vector<PendingRevision> pending = *store_->PendingRevisions(10);
+  for (const PendingRevision& r : pending) {
+    outcomes.push_back(PushOutcome{r.id, PushOutcome::Kind::kApplied, 6, false, ""});
+  }
+  ASSERT_TRUE(store_->RecordPushResults(outcomes).ok());
+  s = store_->ApplySnapshot({Teams({TeamRecord(edited, 6, "mine")})}, "snap2");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->removed, 1);
+  EXPECT_FALSE(store_->Get("team", created_here, ReadOptions{true})->has_value());
+}
+
+TEST_F(LocalStoreTest, SnapshotOfSomeTablesLeavesTheOthersAlone) {
+  const std::string team = NewUuid();
+  const std::string task = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(team, 1, "one")}, "c1").ok());
+  RemoteChange t;
+  t.object_type = "task";
+  t.object_id = task;
+  t.version = 1;
+  t.new_record = R"({"id":")" + task + R"(","team_id":")" + team + R"(","title":"T"})";
+  ASSERT_TRUE(store_->ApplyRemoteChanges({t}, "c2").ok());
+  absl::StatusOr<ApplySnapshotSummary> s = store_->ApplySnapshot({}, "snap", {"tasks"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->removed, 1);
+  EXPECT_TRUE(store_->Get("team", team)->has_value());
+  EXPECT_FALSE(store_->Get("task", task, ReadOptions{true})->has_value());
+  EXPECT_EQ(store_->ApplySnapshot({}, "x", {"widgets"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "snap");
+}
+
+TEST_F(LocalStoreTest, MalformedSnapshotRowsAreSkipped) {
+  const std::string id = NewUuid();
+  absl::StatusOr<ApplySnapshotSummary> s = store_->ApplySnapshot(
+      {Teams({"not json", R"({"name":"no id","version":1})",
+              R"({"id":")" + id + R"(","name":"no version"})", TeamRecord(id, 1, "ok")}),
+       SnapshotRows{"widget", "widgets", {"{}"}}},
+      "snap");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 1);
+  EXPECT_EQ(s->skipped, 4);
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "ok");
+}
+
+TEST_F(LocalStoreTest, ChunkedSnapshotStoresTheCursorOnlyWhenFinished) {
+  const std::string old_row = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(old_row, 1, "old")}, "before").ok());
+  const std::string a = NewUuid(), b = NewUuid();
+  EXPECT_EQ(store_->ApplySnapshotChunk({}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->FinishSnapshot("x").status().code(), absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(store_->BeginSnapshot().ok());
+  absl::StatusOr<ApplySnapshotSummary> s = store_->ApplySnapshotChunk({Teams({TeamRecord(a, 1, "a")})});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->applied, 1);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "before");
+  EXPECT_TRUE(store_->Get("team", old_row)->has_value());  // not removed before Finish
+  ASSERT_TRUE(store_->ApplySnapshotChunk({Teams({TeamRecord(b, 2, "b")})}).ok());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "before");
+  s = store_->FinishSnapshot("after");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->removed, 1);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "after");
+  EXPECT_TRUE(store_->Get("team", a)->has_value());
+  EXPECT_TRUE(store_->Get("team", b)->has_value());
+  EXPECT_FALSE(store_->Get("team", old_row, ReadOptions{true})->has_value());
+
+  // An aborted snapshot stores nothing and removes nothing.
+  ASSERT_TRUE(store_->BeginSnapshot().ok());
+  ASSERT_TRUE(store_->ApplySnapshotChunk({Teams({TeamRecord(a, 3, "a3")})}).ok());
+  store_->AbortSnapshot();
+  EXPECT_EQ(store_->FinishSnapshot("never").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "after");
+  EXPECT_TRUE(store_->Get("team", b)->has_value());
+}
+
+TEST_F(LocalStoreTest, ASnapshotThatCannotCommitAppliesNothing) {
+  const std::string id = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 1, "one")}, "c1").ok());
+  store_.reset();
+  LocalStoreOptions options;
+  options.clock = &clock_;
+  options.busy_timeout_ms = 20;
+  store_ = *LocalStore::Open(path_, options);
+  // Another connection holds the write lock.
+  sqlite::SqliteDb other = Raw();
+  ASSERT_TRUE(other.Exec("BEGIN IMMEDIATE").ok());
+  absl::StatusOr<ApplySnapshotSummary> s =
+      store_->ApplySnapshot({Teams({TeamRecord(id, 2, "two")})}, "snap");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable) << s.status();
+  ASSERT_TRUE(other.Exec("ROLLBACK").ok());
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "one");
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c1");
+}
+
+TEST_F(LocalStoreTest, LocalWriteListenerRunsAfterEachCommittedWrite) {
+  int calls = 0;
+  int64_t pending_seen = -1;
+  store_->SetLocalWriteListener([&] {
+    ++calls;
+    // Called after commit, with no store lock held: reads work.
+    pending_seen = *store_->PendingCount();
+  });
+  const std::string id = CreateTeam("A");
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(pending_seen, 1);
+  ASSERT_TRUE(store_->Update("team", id, Json(R"({"name":"B"})")).ok());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(pending_seen, 2);
+  EXPECT_FALSE(store_->Update("team", NewUuid(), Json(R"({"name":"B"})")).ok());
+  EXPECT_FALSE(store_->Create("team", Json(R"({"nope":1})")).ok());
+  EXPECT_EQ(calls, 2);  // failed writes are not reported
+  ASSERT_TRUE(store_->Delete("team", id).ok());
+  EXPECT_EQ(calls, 3);
+  // Remote changes are not local writes.
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(NewUuid(), 1, "r")}, "c").ok());
+  EXPECT_EQ(calls, 3);
+  store_->SetLocalWriteListener(nullptr);
+  CreateTeam("C");
+  EXPECT_EQ(calls, 3);
+}
+
 }  // namespace
 }  // namespace pulsesync

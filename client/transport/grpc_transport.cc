@@ -16,6 +16,56 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+// One server-streaming call. The context outlives the reader (members are
+// destroyed in reverse order).
+template <typename Response>
+class GrpcResponseStream final : public ResponseStream<Response> {
+ public:
+  GrpcResponseStream() = default;
+  ~GrpcResponseStream() override {
+    // A ClientReader must be finished before it goes away; cancel first so
+    // that this never waits for the server.
+    if (reader_ != nullptr && !finished_) {
+      context_.TryCancel();
+      (void)Finish();
+    }
+  }
+
+  bool Read(Response* response) override {
+    if (read_done_) return false;
+    if (reader_->Read(response)) return true;
+    read_done_ = true;
+    return false;
+  }
+
+  absl::Status Finish() override {
+    if (finished_) return absl::FailedPreconditionError("stream already finished");
+    if (!read_done_) {
+      // gRPC's Finish waits for the end of the stream; end it first.
+      context_.TryCancel();
+      Response drained;
+      while (reader_->Read(&drained)) {
+      }
+      read_done_ = true;
+    }
+    finished_ = true;
+    return FromGrpc(reader_->Finish());
+  }
+
+  void Cancel() override { context_.TryCancel(); }
+
+  grpc::ClientContext* context() { return &context_; }
+  void set_reader(std::unique_ptr<grpc::ClientReader<Response>> reader) {
+    reader_ = std::move(reader);
+  }
+
+ private:
+  grpc::ClientContext context_;  // thread-safe TryCancel
+  std::unique_ptr<grpc::ClientReader<Response>> reader_;
+  bool read_done_ = false;  // consumer thread only
+  bool finished_ = false;   // consumer thread only
+};
+
 }  // namespace
 
 struct GrpcTransport::Impl {
@@ -23,19 +73,39 @@ struct GrpcTransport::Impl {
   std::unique_ptr<v1::SyncService::Stub> stub;
   GrpcTransportOptions options;
 
-  void Prepare(grpc::ClientContext* context) const {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
+  // `deadline`: infinite = none.
+  void Prepare(grpc::ClientContext* context, absl::Duration deadline) const {
+    if (deadline != absl::InfiniteDuration()) {
+      context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    }
     context->set_wait_for_ready(options.wait_for_ready);
     if (!options.bearer_token.empty()) {
       context->AddMetadata("authorization", absl::StrCat("Bearer ", options.bearer_token));
     }
+    if (!options.user_id.empty()) {
+      context->AddMetadata(kUserIdMetadataKey, options.user_id);
+    }
   }
+  void Prepare(grpc::ClientContext* context) const { Prepare(context, options.deadline); }
 };
 
 std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
                                                      GrpcTransportOptions options) {
-  return FromChannel(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
-                     std::move(options));
+  grpc::ChannelArguments args;
+  if (options.keepalive_time > absl::ZeroDuration()) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+    // Only while a call is open (an idle channel needs no watching), but
+    // then without a cap: the default stops pinging after two pings without
+    // data, which would leave a quiet StreamChanges unwatched.
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
+  return FromChannel(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args),
+      std::move(options));
 }
 
 std::unique_ptr<GrpcTransport> GrpcTransport::FromChannel(std::shared_ptr<grpc::Channel> channel,
@@ -79,6 +149,22 @@ absl::StatusOr<v1::GetServerInfoResponse> GrpcTransport::GetServerInfo(
   absl::Status st = FromGrpc(impl_->stub->GetServerInfo(&context, request, &response));
   if (!st.ok()) return st;
   return response;
+}
+
+absl::StatusOr<std::unique_ptr<ChangeStream>> GrpcTransport::StreamChanges(
+    const v1::StreamChangesRequest& request) {
+  auto stream = std::make_unique<GrpcResponseStream<v1::StreamChangesResponse>>();
+  impl_->Prepare(stream->context(), absl::InfiniteDuration());
+  stream->set_reader(impl_->stub->StreamChanges(stream->context(), request));
+  return std::unique_ptr<ChangeStream>(std::move(stream));
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotStream>> GrpcTransport::Snapshot(
+    const v1::SnapshotRequest& request) {
+  auto stream = std::make_unique<GrpcResponseStream<v1::SnapshotResponse>>();
+  impl_->Prepare(stream->context(), impl_->options.snapshot_deadline);
+  stream->set_reader(impl_->stub->Snapshot(stream->context(), request));
+  return std::unique_ptr<SnapshotStream>(std::move(stream));
 }
 
 }  // namespace pulsesync

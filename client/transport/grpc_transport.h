@@ -14,22 +14,47 @@ class Channel;
 
 namespace pulsesync {
 
+// The metadata key that names the principal until JWT auth lands.
+inline constexpr char kUserIdMetadataKey[] = "x-pulsesync-user-id";
+
 struct GrpcTransportOptions {
-  // Deadline of each call.
+  // Deadline of each unary call.
   absl::Duration deadline = absl::Seconds(30);
+  // Deadline of a Snapshot call (the whole stream). StreamChanges has none:
+  // it is meant to stay open; keepalive detects a dead connection instead.
+  absl::Duration snapshot_deadline = absl::Minutes(10);
   // Sent as "authorization: Bearer <token>" when not empty (a Supabase Auth
   // JWT, as the server expects).
   std::string bearer_token;
+  // Sent as "x-pulsesync-user-id" when not empty (see sync.proto,
+  // "Principal").
+  std::string user_id;
   // Wait for the channel to connect (up to the deadline) instead of failing
   // at once with UNAVAILABLE when the server is down.
   bool wait_for_ready = false;
+  // HTTP/2 keepalive on channels that Create() makes: a ping after this long
+  // without traffic, and the connection is declared dead (open streams fail
+  // with UNAVAILABLE) when the ping is not answered within the timeout.
+  // Pings are sent only while a call is open, without limit on pings
+  // between data frames, so an idle StreamChanges is still watched. The
+  // server must accept pings this often
+  // (GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS <= keepalive_time;
+  // gRPC's default is 5 minutes): otherwise, after about three pings
+  // without data, it ends the connection with GOAWAY "too_many_pings" and
+  // open streams fail with UNAVAILABLE "Too many pings" (measured with
+  // gRPC 1.51); the Subscriber then reconnects and gRPC doubles this
+  // channel's interval. Zero disables keepalive.
+  absl::Duration keepalive_time = absl::Seconds(20);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
 };
 
-// Calls are blocking unary RPCs on one shared channel. Channel credentials
+// Unary calls are blocking RPCs on one shared channel; streams use gRPC's
+// synchronous streaming API (a ClientReader per call). Channel credentials
 // are insecure for now (TLS is a later step). gRPC errors become
 // absl::Status with the same code and message.
 //
-// Thread safety: thread-safe (gRPC stubs and channels are).
+// Thread safety: thread-safe (gRPC stubs and channels are). Each stream is
+// as ResponseStream documents.
 class GrpcTransport final : public Transport {
  public:
   // A transport to `address` ("host:port"). The channel connects lazily, so
@@ -37,7 +62,8 @@ class GrpcTransport final : public Transport {
   // the first call.
   static std::unique_ptr<GrpcTransport> Create(const std::string& address,
                                                GrpcTransportOptions options = {});
-  // A transport over an existing channel (e.g. an in-process server's).
+  // A transport over an existing channel (e.g. an in-process server's). The
+  // channel's own arguments apply (keepalive options are not used).
   static std::unique_ptr<GrpcTransport> FromChannel(std::shared_ptr<grpc::Channel> channel,
                                                     GrpcTransportOptions options = {});
 
@@ -49,6 +75,10 @@ class GrpcTransport final : public Transport {
       const v1::PullChangesRequest& request) override;
   absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
       const v1::GetServerInfoRequest& request) override;
+  absl::StatusOr<std::unique_ptr<ChangeStream>> StreamChanges(
+      const v1::StreamChangesRequest& request) override;
+  absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
+      const v1::SnapshotRequest& request) override;
 
  private:
   struct Impl;

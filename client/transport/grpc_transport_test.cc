@@ -4,7 +4,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
 
@@ -41,7 +45,62 @@ class ScriptedService final : public v1::SyncService::Service {
     return grpc::Status::OK;
   }
 
+  // Sends two changes (and a checkpoint), then holds the stream open until
+  // the client cancels it, or ends it with `stream_status` if set.
+  grpc::Status StreamChanges(grpc::ServerContext* context,
+                             const v1::StreamChangesRequest* request,
+                             grpc::ServerWriter<v1::StreamChangesResponse>* writer) override {
+    {
+      absl::MutexLock lock(&mu);
+      auto it = context->client_metadata().find("x-pulsesync-user-id");
+      if (it != context->client_metadata().end()) {
+        user_id = std::string(it->second.data(), it->second.size());
+      }
+      last_stream_request = *request;
+    }
+    if (!stream_status.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(stream_status.code()),
+                          std::string(stream_status.message()));
+    }
+    for (int i = 1; i <= 2; ++i) {
+      v1::StreamChangesResponse r;
+      r.mutable_change()->set_object_id("obj-" + std::to_string(i));
+      r.mutable_change()->set_cursor(request->cursor() + "+" + std::to_string(i));
+      writer->Write(r);
+    }
+    v1::StreamChangesResponse checkpoint;
+    checkpoint.set_checkpoint("checkpoint-3");
+    writer->Write(checkpoint);
+    // Until the client goes away (bounded, so a broken test cannot hang).
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!context->IsCancelled() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    server_saw_cancel.Notify();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Snapshot(grpc::ServerContext*, const v1::SnapshotRequest* request,
+                        grpc::ServerWriter<v1::SnapshotResponse>* writer) override {
+    if (request->tables_size() > 0 && request->tables(0) == "refuse") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "re-snapshot: try later");
+    }
+    v1::SnapshotResponse rows;
+    rows.mutable_rows()->set_table("tasks");
+    rows.mutable_rows()->add_records("{\"id\":\"a\"}");
+    writer->Write(rows);
+    v1::SnapshotResponse cursor;
+    cursor.set_cursor("snap-cursor");
+    writer->Write(cursor);
+    return grpc::Status::OK;
+  }
+
   std::string authorization;
+  absl::Mutex mu;
+  std::string user_id;
+  v1::StreamChangesRequest last_stream_request;
+  absl::Status stream_status;
+  absl::Notification server_saw_cancel;
 };
 
 class GrpcTransportTest : public ::testing::Test {
@@ -88,6 +147,99 @@ TEST_F(GrpcTransportTest, ServerErrorsKeepTheirCodeAndMessage) {
   absl::StatusOr<v1::PullChangesResponse> response = t->PullChanges(request);
   EXPECT_EQ(response.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(response.status().message(), "cursor abc belongs to another database");
+}
+
+TEST_F(GrpcTransportTest, StreamsChangesWithTheUserIdUntilCancelled) {
+  GrpcTransportOptions options;
+  options.user_id = "user-7";
+  std::unique_ptr<GrpcTransport> t = GrpcTransport::Create(Address(), options);
+  v1::StreamChangesRequest request;
+  request.set_cursor("c");
+  request.add_subscriptions()->set_table("tasks");
+  absl::StatusOr<std::unique_ptr<ChangeStream>> stream = t->StreamChanges(request);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  v1::StreamChangesResponse r;
+  ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.change().object_id(), "obj-1");
+  EXPECT_EQ(r.change().cursor(), "c+1");
+  ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.change().cursor(), "c+2");
+  ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.checkpoint(), "checkpoint-3");
+  {
+    absl::MutexLock lock(&service_.mu);
+    EXPECT_EQ(service_.user_id, "user-7");
+    EXPECT_EQ(service_.last_stream_request.subscriptions(0).table(), "tasks");
+  }
+
+  // Read now blocks (the server holds the stream open); Cancel from another
+  // thread unblocks it.
+  absl::Notification read_returned;
+  bool read_result = true;
+  std::thread reader([&] {
+    v1::StreamChangesResponse more;
+    read_result = (*stream)->Read(&more);
+    read_returned.Notify();
+  });
+  EXPECT_FALSE(read_returned.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  (*stream)->Cancel();
+  EXPECT_TRUE(read_returned.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  reader.join();
+  EXPECT_FALSE(read_result);
+  EXPECT_EQ((*stream)->Finish().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(service_.server_saw_cancel.WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+TEST_F(GrpcTransportTest, StreamErrorsArriveThroughFinish) {
+  service_.stream_status = absl::FailedPreconditionError("re-snapshot: cursor too old");
+  std::unique_ptr<GrpcTransport> t =
+      GrpcTransport::FromChannel(server_->InProcessChannel(grpc::ChannelArguments()));
+  absl::StatusOr<std::unique_ptr<ChangeStream>> stream = t->StreamChanges({});
+  ASSERT_TRUE(stream.ok());
+  v1::StreamChangesResponse r;
+  EXPECT_FALSE((*stream)->Read(&r));
+  absl::Status st = (*stream)->Finish();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(st.message(), "re-snapshot: cursor too old");
+}
+
+TEST_F(GrpcTransportTest, DestroyingAnOpenStreamDoesNotWaitForTheServer) {
+  std::unique_ptr<GrpcTransport> t = GrpcTransport::Create(Address());
+  absl::StatusOr<std::unique_ptr<ChangeStream>> stream = t->StreamChanges({});
+  ASSERT_TRUE(stream.ok());
+  v1::StreamChangesResponse r;
+  ASSERT_TRUE((*stream)->Read(&r));
+  stream->reset();  // cancels and finishes
+  EXPECT_TRUE(service_.server_saw_cancel.WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+TEST_F(GrpcTransportTest, SnapshotStreamsRowsThenTheCursor) {
+  std::unique_ptr<GrpcTransport> t = GrpcTransport::Create(Address());
+  absl::StatusOr<std::unique_ptr<SnapshotStream>> stream = t->Snapshot({});
+  ASSERT_TRUE(stream.ok());
+  v1::SnapshotResponse r;
+  ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.rows().table(), "tasks");
+  ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.cursor(), "snap-cursor");
+  EXPECT_FALSE((*stream)->Read(&r));
+  EXPECT_TRUE((*stream)->Finish().ok());
+
+  v1::SnapshotRequest refused;
+  refused.add_tables("refuse");
+  stream = t->Snapshot(refused);
+  ASSERT_TRUE(stream.ok());
+  EXPECT_FALSE((*stream)->Read(&r));
+  EXPECT_EQ((*stream)->Finish().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(GrpcTransportUnreachableTest, AStreamToANonListeningAddressEndsUnavailable) {
+  std::unique_ptr<GrpcTransport> t = GrpcTransport::Create("127.0.0.1:1");
+  absl::StatusOr<std::unique_ptr<ChangeStream>> stream = t->StreamChanges({});
+  ASSERT_TRUE(stream.ok());
+  v1::StreamChangesResponse r;
+  EXPECT_FALSE((*stream)->Read(&r));
+  EXPECT_EQ((*stream)->Finish().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(GrpcTransportUnreachableTest, ANonListeningAddressIsUnavailable) {

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "server/core/change_feed.h"
+#include "server/core/change_filter.h"
 
 namespace pulsesync {
 
@@ -75,13 +76,6 @@ bool FeedHub::closing() const {
   return stopping_;
 }
 
-const std::string& FeedHub::FilterRecord(const v1::Change& change) {
-  if (change.event() == v1::EVENT_TYPE_DELETE && !change.old_record().empty()) {
-    return change.old_record();
-  }
-  return change.new_record();
-}
-
 void FeedHub::NotifyListeners(bool closing) {
   absl::MutexLock lock(&listeners_mu_);
   for (Listener* l : listeners_) l->OnFeedAdvanced(closing);
@@ -114,7 +108,7 @@ bool FeedHub::PollOnce() {
     batch->events.reserve(page->changes.size());
     for (v1::Change& c : page->changes) {
       FeedEvent e;
-      absl::StatusOr<JsonValue> record = ParseJson(FilterRecord(c));
+      absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
       if (record.ok()) e.filter_record = std::move(*record);
       e.change = std::move(c);
       batch->events.push_back(std::move(e));

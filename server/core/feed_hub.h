@@ -108,10 +108,6 @@ class FeedHub {
   uint64_t oldest_seq() const;
   bool closing() const;
 
-  // The record subscription filters look at: the old row for DELETE (so
-  // deletes are filterable), else the new row.
-  static const std::string& FilterRecord(const v1::Change& change);
-
  private:
   void Loop();
   bool PollOnce();  // true if more pages are ready right away

@@ -52,7 +52,7 @@ void ChangeStreamReactor::StartJob() {
     absl::MutexLock lock(&mu_);
     ++jobs_;
   }
-  const bool queued = pool_->Submit([this](PgSession& session) {
+  const absl::Status queued = pool_->Submit([this](PgSession& session) {
     absl::Status status;
     std::optional<ChangeFilter> filter;
     std::optional<TeamScope> scope;
@@ -94,12 +94,11 @@ void ChangeStreamReactor::StartJob() {
     hub_->Wake();  // joining waits for the hub's next poll: make it now
     Pump();
   });
-  if (!queued) {
+  if (!queued.ok()) {
     {
       absl::MutexLock lock(&mu_);
       --jobs_;
-      FinishWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              "server is overloaded or shutting down: retry with backoff"));
+      FinishWith(ToGrpcStatus(queued));
     }
     Pump();
   }
@@ -113,7 +112,7 @@ void ChangeStreamReactor::ReadLogPage() {
     from = cursor_;
     join = join_;
   }
-  const bool queued = pool_->Submit([this, from, join](PgSession& session) {
+  const absl::Status queued = pool_->Submit([this, from, join](PgSession& session) {
     ReadOptions read;
     read.limit = options_.catch_up_page;
     read.event_cursors = true;
@@ -126,7 +125,7 @@ void ChangeStreamReactor::ReadLogPage() {
       batch->events.reserve(page->changes.size());
       for (v1::Change& c : page->changes) {
         FeedEvent e;
-        absl::StatusOr<JsonValue> record = ParseJson(FeedHub::FilterRecord(c));
+        absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
         if (record.ok()) e.filter_record = std::move(*record);
         e.change = std::move(c);
         batch->events.push_back(std::move(e));
@@ -154,12 +153,11 @@ void ChangeStreamReactor::ReadLogPage() {
     }
     Pump();
   });
-  if (!queued) {
+  if (!queued.ok()) {
     {
       absl::MutexLock lock(&mu_);
       --jobs_;
-      FinishWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              "server is overloaded or shutting down: resume from your cursor"));
+      FinishWith(ToGrpcStatus(queued));
     }
     Pump();
   }

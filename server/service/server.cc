@@ -158,11 +158,14 @@ void SyncServer::Shutdown(absl::Duration grace) {
   impl_->shut_down = true;
   impl_->server->GetHealthCheckService()->SetServingStatus(false);
   // Streams end first, with UNAVAILABLE: clients resume from their cursor
-  // on another replica (or on this one when it is back).
+  // on another replica (or on this one when it is back). Then the workers
+  // finish what is queued and refuse the rest (UNAVAILABLE). Every call is
+  // answered by then, so gRPC need not wait for idle client connections,
+  // which it would otherwise do until the deadline.
   impl_->hub->Stop();
-  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
-  impl_->server->Wait();
   impl_->pool->Stop();
+  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + std::min(grace, absl::Milliseconds(500))));
+  impl_->server->Wait();
 }
 
 absl::Status RunServe(const ServerConfig& config) {

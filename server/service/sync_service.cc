@@ -21,13 +21,10 @@ constexpr uint32_t kProtocolVersion = 1;
 // Finishes `reactor` from a worker, or at once if the pool refuses the job.
 void RunOnWorker(WorkerPool* pool, grpc::ServerUnaryReactor* reactor,
                  std::function<absl::Status(PgSession&)> work) {
-  const bool queued = pool->Submit([reactor, work = std::move(work)](PgSession& session) {
+  const absl::Status queued = pool->Submit([reactor, work = std::move(work)](PgSession& session) {
     reactor->Finish(ToGrpcStatus(work(session)));
   });
-  if (!queued) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "server is overloaded or shutting down: retry with backoff"));
-  }
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
 }
 
 }  // namespace

@@ -17,11 +17,14 @@ WorkerPool::WorkerPool(const PgSessionOptions& options, int size, size_t max_que
 
 WorkerPool::~WorkerPool() { Stop(); }
 
-bool WorkerPool::Submit(Job job) {
+absl::Status WorkerPool::Submit(Job job) {
   absl::MutexLock lock(&mu_);
-  if (stopping_ || queue_.size() >= max_queue_) return false;
+  if (stopping_) return absl::UnavailableError("server shutting down: retry on another replica or later");
+  if (queue_.size() >= max_queue_) {
+    return absl::ResourceExhaustedError("server overloaded: retry with backoff");
+  }
   queue_.push_back(std::move(job));
-  return true;
+  return absl::OkStatus();
 }
 
 void WorkerPool::Stop() {

@@ -32,11 +32,12 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // Queues a job. False (and the job is not run) when the queue is full or
-  // the pool is stopping; the caller answers RESOURCE_EXHAUSTED/UNAVAILABLE.
-  [[nodiscard]] bool Submit(Job job);
+  // Queues a job. The job is not run when this fails: kResourceExhausted
+  // when the queue is full, kUnavailable when the pool is stopping.
+  [[nodiscard]] absl::Status Submit(Job job);
 
-  // Runs the jobs already queued, then joins the workers. Idempotent.
+  // Refuses new jobs, runs the jobs already queued, then joins the workers.
+  // Idempotent.
   void Stop();
 
   int size() const { return static_cast<int>(threads_.size()); }
