@@ -9,6 +9,7 @@
 #include "server/core/database_info.h"
 #include "server/core/feed_hub.h"
 #include "server/service/change_stream.h"
+#include "server/service/snapshot_stream.h"
 #include <pqxx/pqxx>
 #include "server/storage/worker_pool.h"
 
@@ -36,6 +37,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options)
     : pool_(pool), hub_(hub), options_(std::move(options)) {}
+
+grpc::ServerWriteReactor<v1::SnapshotResponse>* SyncServiceImpl::Snapshot(
+    grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) {
+  return new SnapshotReactor(context, request, pool_);
+}
 
 grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(
     grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) {

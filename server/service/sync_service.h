@@ -49,6 +49,8 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
                                           v1::GetServerInfoResponse* response) override;
   grpc::ServerWriteReactor<v1::StreamChangesResponse>* StreamChanges(
       grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) override;
+  grpc::ServerWriteReactor<v1::SnapshotResponse>* Snapshot(
+      grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
 
  private:
   WorkerPool* const pool_;

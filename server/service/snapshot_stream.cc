@@ -1,0 +1,152 @@
+#include "server/service/snapshot_stream.h"
+
+#include <utility>
+
+#include "absl/time/time.h"
+#include "server/core/snapshot.h"
+#include "server/core/team_scope.h"
+#include "server/service/change_stream.h"
+#include "server/service/sync_service.h"
+#include "server/storage/worker_pool.h"
+
+namespace pulsesync {
+namespace {
+constexpr absl::Duration kStallTimeout = absl::Minutes(5);
+}  // namespace
+
+SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
+                                 const v1::SnapshotRequest* request, WorkerPool* pool)
+    : request_(*request) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(kUserIdMetadata);
+  if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
+  {
+    absl::MutexLock lock(&mu_);
+    producing_ = true;
+  }
+  const absl::Status queued = pool->Submit([this](PgSession& session) {
+    SnapshotOptions options;
+    options.tables.assign(request_.tables().begin(), request_.tables().end());
+    options.rows_per_chunk = request_.rows_per_message();
+    options.include_deleted = request_.include_deleted();
+    absl::Status status;
+    if (!user_id_.empty()) {
+      absl::StatusOr<TeamScope> scope = TeamScope::ForUser(session, user_id_);
+      status = scope.status();
+      if (scope.ok()) {
+        options.restricted = true;
+        options.teams = scope->teams();
+      }
+    }
+    absl::StatusOr<std::string> cursor = std::string();
+    if (!status.ok()) {
+      cursor = status;
+    } else {
+      cursor = ReadSnapshot(session, options, [this](SnapshotChunk chunk) -> absl::Status {
+        v1::SnapshotResponse msg;
+        v1::SnapshotResponse::Rows* rows = msg.mutable_rows();
+        rows->set_table(std::move(chunk.table));
+        rows->set_object_type(std::move(chunk.object_type));
+        for (std::string& r : chunk.records) rows->add_records(std::move(r));
+        {
+          absl::MutexLock lock(&mu_);
+          const bool room = mu_.AwaitWithTimeout(
+              absl::Condition(
+                  +[](SnapshotReactor* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                    return r->cancelled_ || r->queue_.size() < kMaxQueued;
+                  },
+                  this),
+              kStallTimeout);
+          if (cancelled_) return absl::CancelledError("client went away");
+          if (!room) return absl::DeadlineExceededError("client stopped reading the snapshot");
+          queue_.push_back(std::move(msg));
+        }
+        Pump();
+        return absl::OkStatus();
+      });
+    }
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      if (cursor.ok()) {
+        v1::SnapshotResponse last;
+        last.set_cursor(*cursor);
+        queue_.push_back(std::move(last));
+      } else if (!error_.has_value()) {
+        error_ = ToGrpcStatus(cursor.status());
+      }
+      producing_ = false;
+      produced_ = true;
+      delete_now = done_;
+    }
+    if (delete_now) {
+      delete this;
+      return;
+    }
+    Pump();
+  });
+  if (!queued.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      producing_ = false;
+      produced_ = true;
+      error_ = ToGrpcStatus(queued);
+    }
+    Pump();
+  }
+}
+
+void SnapshotReactor::Pump() {
+  enum { kNone, kWrite, kFinish } action = kNone;
+  grpc::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || write_in_flight_) return;
+    if (cancelled_ || (error_.has_value() && produced_)) {
+      finished_ = true;
+      status = error_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      action = kFinish;
+    } else if (!queue_.empty()) {
+      message_ = std::move(queue_.front());
+      queue_.pop_front();
+      write_in_flight_ = true;
+      action = kWrite;
+    } else if (produced_) {
+      finished_ = true;
+      status = error_.value_or(grpc::Status::OK);
+      action = kFinish;
+    }
+  }
+  if (action == kWrite) StartWrite(&message_);
+  if (action == kFinish) Finish(status);
+}
+
+void SnapshotReactor::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    if (!ok) cancelled_ = true;
+  }
+  Pump();
+}
+
+void SnapshotReactor::OnCancel() {
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+  }
+  Pump();
+}
+
+void SnapshotReactor::OnDone() {
+  bool delete_now;
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    cancelled_ = true;  // releases a waiting worker
+    delete_now = !producing_;
+  }
+  if (delete_now) delete this;
+}
+
+}  // namespace pulsesync
