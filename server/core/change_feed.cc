@@ -33,7 +33,8 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
       // it returns the transaction's own snapshot.
       {kSnapshotStatement,
        "SELECT pg_current_snapshot()::text, "
-       "(SELECT system_identifier FROM pg_control_system())::text"},
+       "(SELECT system_identifier FROM pg_control_system())::text, "
+       "(SELECT horizon::text FROM pulsesync.feed_horizon)"},
       // $1 delivered (NULL = nothing yet), $2 upper bound, $3 after position, $4 limit.
       {kReadStatement,
        "SELECT position, schema_name, table_name, object_type, op, object_id::text, version, "
@@ -50,6 +51,20 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
       {kCompareStatement,
        "SELECT pg_snapshot_xmax($1::pg_snapshot) <= pg_snapshot_xmax($2::pg_snapshot)"},
   };
+}
+
+absl::StatusOr<int64_t> CompactChangeLog(PgSession& session, absl::Duration max_age,
+                                         int64_t max_rows) {
+  int64_t deleted = 0;
+  PS_RETURN_IF_ERROR(session.RunTransaction(
+      TxMode::kReadWrite, [&](pqxx::transaction_base& tx) {
+        deleted = tx.exec_params1("SELECT pulsesync.compact_change_log($1::interval, $2)",
+                                  absl::StrCat(absl::ToInt64Seconds(max_age), " seconds"),
+                                  max_rows)[0]
+                      .as<int64_t>();
+        return absl::OkStatus();
+      }));
+  return deleted;
 }
 
 absl::StatusOr<Cursor> CurrentCursor(PgSession& session) {
@@ -86,6 +101,21 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
           return absl::FailedPreconditionError(absl::StrCat(
               "re-snapshot: the cursor belongs to another database (system identifier ", cursor.system_id,
               ", this database is ", system_id, ")"));
+        }
+        // Compacted log: a cursor from before the horizon may miss deleted
+        // rows, and "from the start" is no longer the whole history.
+        uint64_t horizon = 0;
+        if (!snap[2].is_null()) horizon = snap[2].as<uint64_t>();
+        if (horizon > 0) {
+          const std::string& from = cursor.delivered;
+          uint64_t xmin = 0;
+          if (!from.empty()) xmin = std::stoull(from.substr(0, from.find(':')));
+          if (from.empty() || xmin <= horizon) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "re-snapshot: the change log was compacted past this cursor (",
+                from.empty() ? "it starts at the beginning of the log" : "too old",
+                "); call Snapshot and follow from its cursor"));
+          }
         }
         const std::string& upper = !cursor.batch_upper.empty() ? cursor.batch_upper
                                    : !options.upper_bound.empty() ? options.upper_bound

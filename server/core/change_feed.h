@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "pulsesync/v1/sync.pb.h"
 #include "server/core/cursor.h"
 
@@ -68,6 +69,12 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
                                      const ReadOptions& options);
 absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor,
                                      uint32_t limit);
+
+// Deletes up to `max_rows` change-log rows older than `max_age` (see
+// migrations/0004_feed_retention.sql); returns how many it deleted. Cursors
+// from before the compacted rows are then refused with "re-snapshot".
+absl::StatusOr<int64_t> CompactChangeLog(PgSession& session, absl::Duration max_age,
+                                         int64_t max_rows = 10000);
 
 // The cursor of "now": every change committed so far counts as delivered.
 absl::StatusOr<Cursor> CurrentCursor(PgSession& session);

@@ -132,6 +132,27 @@ bool FeedHub::PollOnce() {
   return page->has_more;
 }
 
+void FeedHub::MaybeCompact() {
+  if (options_.log_retention <= absl::ZeroDuration() || absl::Now() < next_compaction_) return;
+  next_compaction_ = absl::Now() + options_.compaction_interval;
+  constexpr int64_t kBatch = 10000;
+  int64_t total = 0;
+  for (int round = 0; round < 100; ++round) {  // bounded work per interval
+    absl::StatusOr<int64_t> deleted = CompactChangeLog(session_, options_.log_retention, kBatch);
+    if (!deleted.ok()) {
+      LogWarning("change log compaction failed", {{"status", deleted.status()}});
+      return;
+    }
+    total += *deleted;
+    if (*deleted < kBatch) break;
+  }
+  if (total > 0) {
+    LogInfo("compacted the change log",
+            {{"rows", total},
+             {"older_than_s", static_cast<int64_t>(absl::ToInt64Seconds(options_.log_retention))}});
+  }
+}
+
 void FeedHub::Loop() {
   (void)session_.Listen(options_.notify_channel);
   absl::Duration backoff = absl::Milliseconds(100);
@@ -161,6 +182,7 @@ void FeedHub::Loop() {
         absl::MutexLock lock(&mu_);
         if (stopping_) return;
       }
+      MaybeCompact();
     }
     // Drain pending wake-ups, then wait for the next reason to poll.
     uint64_t drained;

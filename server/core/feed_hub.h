@@ -68,6 +68,10 @@ struct FeedHubOptions {
   size_t max_batches = 1024;   // ring bounds: whichever is reached first
   size_t max_events = 200000;
   std::string notify_channel = "pulsesync_feed";
+  // Log rows older than this are compacted (deleted) by the hub, checked
+  // every compaction_interval; zero keeps the log forever.
+  absl::Duration log_retention = absl::ZeroDuration();
+  absl::Duration compaction_interval = absl::Minutes(1);
 };
 
 class FeedHub {
@@ -111,12 +115,14 @@ class FeedHub {
  private:
   void Loop();
   bool PollOnce();  // true if more pages are ready right away
+  void MaybeCompact();
   void NotifyListeners(bool closing);
 
   const FeedHubOptions options_;
   PgSession session_;  // hub thread only
   int wake_fd_ = -1;
   std::thread thread_;
+  absl::Time next_compaction_ = absl::InfinitePast();  // hub thread only
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -114,6 +114,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   FeedHubOptions hub_options;
   hub_options.poll_interval = config.feed_poll_interval;
   hub_options.max_batches = config.feed_ring_batches;
+  hub_options.log_retention = config.log_retention;
   impl->hub = std::make_unique<FeedHub>(SessionOptions(config), hub_options);
   impl->hub->Start();
   SyncServiceOptions options;

@@ -14,6 +14,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
+#include "server/core/migrator.h"
+#include "server/service/server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/tcp_proxy.h"
@@ -414,7 +416,9 @@ TEST_F(ServerE2eTest, ServeRefusesAStaleSchema) {
       auto migrated,
       testing::RunCommand({testing::PulsesyncdPath(), "migrate", "--database_url=" + bare->url()}));
   EXPECT_EQ(migrated.exit_code, 0) << migrated.errors;
-  EXPECT_EQ(*bare->QueryValue("SELECT count(*) FROM pulsesync.schema_migrations"), "3");
+  ASSERT_OK_AND_ASSIGN(std::vector<Migration> files, LoadMigrations(DefaultMigrationsDir()));
+  EXPECT_EQ(*bare->QueryValue("SELECT count(*) FROM pulsesync.schema_migrations"),
+            std::to_string(files.size()));
 }
 
 }  // namespace

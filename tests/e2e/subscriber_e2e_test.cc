@@ -162,6 +162,30 @@ TEST_F(SubscriberE2eTest, OfflineEditsConvergeAfterTheServerComesBack) {
   EXPECT_EQ(b.Tasks().count(offline), 1u);
 }
 
+TEST_F(SubscriberE2eTest, AClientBehindTheCompactedLogReSnapshotsAndConverges) {
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "INSERT INTO tasks (id, team_id, title) SELECT gen_random_uuid(), '", team_,
+      "', 'first ' || i FROM generate_series(1, 3) i")));
+  {
+    Client a(dir_ + "/a.db", server_->address());
+    a.subscriber->Start();
+    ASSERT_TRUE(WaitFor([&] { return a.Tasks() == ServerTasks(); }, kDeadline));
+  }  // a goes offline with its cursor
+  const std::string gone = *db_->QueryValue("SELECT id FROM tasks ORDER BY title LIMIT 1");
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "DELETE FROM tasks WHERE id = '", gone, "';"
+      "INSERT INTO tasks (id, team_id, title) VALUES (gen_random_uuid(), '", team_,
+      "', 'while away');")));
+  // Everything so far leaves the log: a's cursor is now behind the horizon.
+  ASSERT_EQ(*db_->QueryValue("SELECT pulsesync.compact_change_log(interval '0')::int > 0"), "t");
+
+  Client again(dir_ + "/a.db", server_->address());
+  again.subscriber->Start();
+  EXPECT_TRUE(WaitFor([&] { return again.Tasks() == ServerTasks(); }, kDeadline))
+      << "client has " << again.Tasks().size() << " tasks, server " << ServerTasks().size();
+  EXPECT_EQ(again.Tasks().count(gone), 0u);
+}
+
 TEST_F(SubscriberE2eTest, SnapshotIsLimitedToTheUsersTeams) {
   const std::string other = NewUuid(), user = NewUuid();
   ASSERT_OK(db_->Execute(absl::StrCat(

@@ -146,7 +146,7 @@ TEST_F(MigratorPgTest, RefusesADatabaseWithAMigrationThisBuildDoesNotKnow) {
 TEST_F(MigratorPgTest, FailingMigrationLeavesNothingBehind) {
   const std::string dir = CopyMigrations();
   {
-    std::ofstream out(dir + "/0004_broken.sql");
+    std::ofstream out(dir + "/9999_broken.sql");
     out << "CREATE TABLE public.half_done (id int);\n"
            "INSERT INTO public.half_done VALUES (1);\n"
            "SELECT * FROM public.no_such_table;\n";
@@ -156,21 +156,21 @@ TEST_F(MigratorPgTest, FailingMigrationLeavesNothingBehind) {
   absl::StatusOr<int> applied = ApplyMigrations(*session_, ms);
   ASSERT_FALSE(applied.ok());
   EXPECT_THAT(std::string(applied.status().message()),
-              AllOf(HasSubstr("0004_broken"), HasSubstr("no_such_table")));
+              AllOf(HasSubstr("9999_broken"), HasSubstr("no_such_table")));
   // The failing one: no objects, not recorded.
   EXPECT_EQ(Query("SELECT to_regclass('public.half_done')::text"), "NULL");
-  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.schema_migrations WHERE name = '0004_broken'"),
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.schema_migrations WHERE name = '9999_broken'"),
             "0");
   // The ones before it: applied and recorded.
   EXPECT_EQ(Query("SELECT string_agg(name, ',' ORDER BY name) FROM pulsesync.schema_migrations"),
             "0001_supabase_compat,0002_sync_engine,0003_teampulse");
   EXPECT_EQ(Query("SELECT to_regclass('public.tasks')::text"), "tasks");
   EXPECT_THAT(CheckSchemaCurrent(*session_, ms),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("0004_broken")));
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("9999_broken")));
 
   // Fixed (the file was never applied, so editing it is allowed): applies.
   {
-    std::ofstream out(dir + "/0004_broken.sql", std::ios::trunc);
+    std::ofstream out(dir + "/9999_broken.sql", std::ios::trunc);
     out << "CREATE TABLE public.half_done (id int);\n";
   }
   ASSERT_OK_AND_ASSIGN(ms, LoadMigrations(dir));
