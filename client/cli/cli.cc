@@ -151,7 +151,13 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   const PullSummary& q = summary->pull;
   out << "pushed " << p.pushed << " (applied " << p.applied << ", duplicate " << p.duplicate
       << ", rejected " << p.rejected << "), pulled " << q.pulled << " (applied " << q.applied
-      << ", skipped " << q.skipped << ")\n";
+      << ", skipped " << q.skipped << ")";
+  if (q.snapshotted) {
+    // The server no longer had the log from our cursor (or from the start).
+    out << ", snapshot: applied " << q.snapshot.rows.applied << ", removed "
+        << q.snapshot.rows.removed;
+  }
+  out << "\n";
   return kExitOk;
 }
 

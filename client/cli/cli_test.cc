@@ -3,8 +3,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <streambuf>
 #include <thread>
@@ -72,9 +75,14 @@ TEST(ParseFieldArgsTest, RefusesBadArguments) {
 }
 
 // A server that applies everything and has no changes to send, or is down.
+// `compacted`: it answers re-snapshot to any other cursor than its latest,
+// and its snapshot holds `snapshot_teams` (id, name; all at version 1).
 class FakeServer {
  public:
+  static constexpr char kLatest[] = "cursor-after-everything-0123456789";
   bool down = false;
+  bool compacted = false;
+  std::vector<std::pair<std::string, std::string>> snapshot_teams;
   int apply_calls = 0;
   std::string last_address, last_token;
 
@@ -104,9 +112,29 @@ class FakeServer {
     absl::StatusOr<v1::PullChangesResponse> PullChanges(
         const v1::PullChangesRequest& request) override {
       if (s_->down) return absl::UnavailableError("connection refused");
+      if (s_->compacted && request.cursor() != kLatest) {
+        return absl::FailedPreconditionError("re-snapshot: the change log was compacted");
+      }
       v1::PullChangesResponse r;
-      r.set_next_cursor("cursor-after-everything-0123456789");
+      r.set_next_cursor(kLatest);
       return r;
+    }
+    absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
+        const v1::SnapshotRequest&) override {
+      auto call = std::make_shared<testing::SnapshotCall>();
+      v1::SnapshotResponse rows;
+      rows.mutable_rows()->set_table("teams");
+      for (const auto& [id, name] : s_->snapshot_teams) {
+        rows.mutable_rows()->add_records(R"({"id":")" + id + R"(","name":")" + name +
+                                         R"(","version":1})");
+      }
+      call->Send(rows);
+      v1::SnapshotResponse cursor;
+      cursor.set_cursor(kLatest);
+      call->Send(cursor);
+      call->End(absl::OkStatus());
+      return std::unique_ptr<SnapshotStream>(
+          new testing::ScriptedStream<v1::SnapshotResponse>(call));
     }
     absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
         const v1::GetServerInfoRequest&) override {
@@ -256,6 +284,25 @@ TEST_F(CliTest, SyncPrintsASummaryAndRemembersTheServer) {
                 "\npending: 0\ncursor: cursor-after-eve...\nserver: example:1234\n");
   MustRun({"sync"});
   EXPECT_EQ(server_.last_address, "example:1234");
+}
+
+TEST_F(CliTest, SyncReSnapshotsWhenTheServerCompactedItsLogAndSaysSo) {
+  MustRun({"init"});
+  const std::string mine = Line(MustRun({"create", "team", "name=A"}));
+  server_.compacted = true;
+  // The server holds the team just pushed (as a real one would) and another.
+  const std::string other = NewUuid();
+  server_.snapshot_teams = {{mine, "A"}, {other, "B"}};
+  // Both applied: the pushed team comes back with its server version.
+  EXPECT_EQ(MustRun({"sync"}),
+            "pushed 1 (applied 1, duplicate 0, rejected 0), pulled 0 (applied 0, skipped 0), "
+            "snapshot: applied 2, removed 0\n");
+  EXPECT_NE(MustRun({"get", "team", other}).find(R"("name":"B")"), std::string::npos);
+  EXPECT_NE(MustRun({"get", "team", mine}).find(R"("version":1)"), std::string::npos);
+  EXPECT_NE(MustRun({"status"}).find("cursor: cursor-after-eve...\n"), std::string::npos);
+  // Followed from the snapshot's cursor: no snapshot the next time.
+  EXPECT_EQ(MustRun({"sync"}),
+            "pushed 0 (applied 0, duplicate 0, rejected 0), pulled 0 (applied 0, skipped 0)\n");
 }
 
 TEST_F(CliTest, SyncWithTheServerDownFailsAndKeepsRevisionsPending) {

@@ -182,6 +182,14 @@ class FakeFeedServer final : public Transport {
     if (!mu_.AwaitWithTimeout(absl::Condition(&opened), timeout)) return nullptr;
     return streams_[n];
   }
+  // The n-th (0-based) Snapshot call, once made; nullptr after `timeout`.
+  std::shared_ptr<SnapshotCall> WaitForSnapshot(size_t n,
+                                                absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    auto made = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return snapshots_.size() > n; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&made), timeout)) return nullptr;
+    return snapshots_[n];
+  }
   size_t stream_count() const {
     absl::MutexLock lock(&mu_);
     return streams_.size();

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -19,11 +17,6 @@ class RealSubscriberClock final : public SubscriberClock {
     return mu->AwaitWithDeadline(cond, deadline);
   }
 };
-
-bool IsResnapshot(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kFailedPrecondition &&
-         absl::StartsWith(status.message(), "re-snapshot:");
-}
 
 // The server or the network, as opposed to a problem with our request.
 bool IsConnectivity(const absl::Status& status) {
@@ -263,98 +256,20 @@ absl::Status Subscriber::ApplyStreamMessage(const v1::StreamChangesResponse& mes
 }
 
 absl::Status Subscriber::RunSnapshot(bool resnapshot) {
-  v1::SnapshotRequest request;
-  for (const std::string& t : options_.snapshot_tables) request.add_tables(t);
-  request.set_rows_per_message(options_.snapshot_rows_per_message);
-  request.set_include_deleted(options_.snapshot_include_deleted);
-  PS_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotStream> stream, transport_->Snapshot(request));
-  {
+  // Stop() cancels the download through cancel_stream_, as it does the
+  // change stream; a Stop() that came first cancels it at once.
+  auto register_cancel = [this](std::function<void()> cancel) {
     absl::MutexLock lock(&mu_);
-    cancel_stream_ = [s = stream.get()] { s->Cancel(); };
-    if (stop_) stream->Cancel();
-  }
-  std::vector<SnapshotRows> buffer;
-  int64_t buffered = 0;
-  bool chunked = false;  // BeginSnapshot was called: the snapshot is too big for one transaction
-  ApplySnapshotSummary summary;
-  std::string snapshot_cursor;
-  bool have_cursor = false;
-  absl::Status apply_status;
-  v1::SnapshotResponse message;
-  while (stream->Read(&message)) {
-    if (message.has_rows()) {
-      if (have_cursor) {
-        apply_status = absl::DataLossError("snapshot rows after the snapshot's cursor");
-        break;
-      }
-      SnapshotRows rows;
-      rows.table = message.rows().table();
-      rows.object_type = message.rows().object_type();
-      rows.records.assign(message.rows().records().begin(), message.rows().records().end());
-      buffered += static_cast<int64_t>(rows.records.size());
-      buffer.push_back(std::move(rows));
-      if (buffered >= options_.snapshot_chunk_rows) {
-        if (!chunked) {
-          apply_status = store_->BeginSnapshot(options_.snapshot_tables);
-          if (!apply_status.ok()) break;
-          chunked = true;
-        }
-        absl::StatusOr<ApplySnapshotSummary> part = store_->ApplySnapshotChunk(buffer);
-        if (!part.ok()) {
-          apply_status = part.status();
-          break;
-        }
-        summary.applied += part->applied;
-        summary.skipped += part->skipped;
-        buffer.clear();
-        buffered = 0;
-      }
-    } else if (message.part_case() == v1::SnapshotResponse::kCursor) {
-      snapshot_cursor = message.cursor();
-      have_cursor = true;
-    }
-  }
-  if (!apply_status.ok()) stream->Cancel();
-  {
-    absl::MutexLock lock(&mu_);
-    cancel_stream_ = nullptr;
-  }
-  absl::Status status = stream->Finish();
-  stream.reset();
-  if (apply_status.ok() && status.ok() && !have_cursor) {
-    apply_status = absl::UnavailableError("the snapshot stream ended without a cursor");
-  }
-  if (!apply_status.ok() || !status.ok()) {
-    if (chunked) store_->AbortSnapshot();
-    return !apply_status.ok() ? apply_status : status;
-  }
-
-  if (chunked) {
-    absl::StatusOr<ApplySnapshotSummary> part = store_->ApplySnapshotChunk(buffer);
-    absl::StatusOr<ApplySnapshotSummary> finish =
-        part.ok() ? store_->FinishSnapshot(snapshot_cursor) : part;
-    if (!finish.ok()) {
-      store_->AbortSnapshot();
-      return finish.status();
-    }
-    summary.applied += part->applied;
-    summary.skipped += part->skipped;
-    summary.removed += finish->removed;
-    summary.kept += finish->kept;
-  } else {
-    PS_ASSIGN_OR_RETURN(summary,
-                        store_->ApplySnapshot(buffer, snapshot_cursor, options_.snapshot_tables));
-  }
-  LogInfo("snapshot applied", {{"applied", summary.applied},
-                               {"skipped", summary.skipped},
-                               {"removed", summary.removed},
-                               {"kept", summary.kept},
-                               {"resnapshot", resnapshot}});
+    cancel_stream_ = std::move(cancel);
+    if (stop_ && cancel_stream_) cancel_stream_();
+  };
+  PS_ASSIGN_OR_RETURN(SnapshotSummary snapshot,
+                      engine_->Snapshot(options_.snapshot, register_cancel));
   if (options_.on_snapshot) {
     SnapshotNotification n;
-    n.summary = summary;
+    n.summary = snapshot.rows;
     n.resnapshot = resnapshot;
-    n.cursor = snapshot_cursor;
+    n.cursor = snapshot.cursor;
     options_.on_snapshot(n);
   }
   return absl::OkStatus();

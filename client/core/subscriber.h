@@ -10,7 +10,8 @@
 //      -> wait out a backoff -> next connection.
 //    It makes every store write of the feed and calls every app callback.
 //  - the *push thread* pushes (SyncEngine::Push) on a timer and shortly
-//    after local writes, while connected. SyncEngine serializes pushes.
+//    after local writes, while connected. SyncEngine serializes pushes (a
+//    push may run during a snapshot: they take different engine locks).
 //
 // Invariants:
 //  1. A change, its revisions row and the cursor after it commit in one
@@ -127,27 +128,17 @@ struct ConnectionEvent {
   int failures = 0;
 };
 
-enum class InitialSync {
-  // An empty cursor starts with a Snapshot (invariant 4).
-  kSnapshot,
-  // An empty cursor streams from the start of the log (every change ever
-  // retained). Still re-snapshots when the server says so.
-  kLogStart,
-};
-
 struct SubscriberOptions {
   // What to follow; empty = every change in the caller's scope. The cursor
   // moves past what is filtered out, so a database that follows a subset
   // never receives the rest later: use filters for a partial replica only.
   std::vector<v1::Subscription> subscriptions;
+  // kSnapshot: an empty cursor starts with a Snapshot (invariant 4).
+  // kLogStart: it streams from the start of the log instead, and still
+  // re-snapshots when the server says so.
   InitialSync initial_sync = InitialSync::kSnapshot;
-  // SnapshotRequest fields.
-  std::vector<std::string> snapshot_tables;  // empty = all
-  bool snapshot_include_deleted = false;
-  uint32_t snapshot_rows_per_message = 0;  // 0 = server default
-  // A snapshot bigger than this many rows is applied in chunks (one
-  // transaction each; the cursor goes with the last), else in one.
-  int64_t snapshot_chunk_rows = 5000;
+  // What this Subscriber's snapshots ask for and how they are applied.
+  SnapshotRequestOptions snapshot;
 
   // Reconnection (invariant 5).
   absl::Duration initial_backoff = absl::Milliseconds(200);
@@ -202,7 +193,8 @@ class Subscriber {
   void RunPushThread();
   // One connection, until its stream ends. *healthy: see invariant 5.
   absl::Status RunConnection(bool* healthy);
-  // Streams a snapshot into the store; `resnapshot` only for reporting.
+  // Takes a snapshot (SyncEngine::Snapshot, cancellable by Stop) and
+  // reports it; `resnapshot` only for reporting.
   absl::Status RunSnapshot(bool resnapshot);
   // Applies one stream message; `cursor` is the stored cursor, updated.
   absl::Status ApplyStreamMessage(const v1::StreamChangesResponse& message, std::string* cursor,
@@ -224,7 +216,8 @@ class Subscriber {
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
-  // Cancels the stream the subscriber thread has open; empty when none.
+  // Cancels the stream (change feed or snapshot) the subscriber thread has
+  // open; empty when none.
   std::function<void()> cancel_stream_ ABSL_GUARDED_BY(mu_);
   bool push_now_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t local_writes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -290,7 +290,7 @@ TEST_F(SubscriberTest, LogStartOptionStreamsFromTheBeginningInstead) {
 }
 
 TEST_F(SubscriberTest, ABigSnapshotIsAppliedInChunksWithTheCursorLast) {
-  options_.snapshot_chunk_rows = 2;
+  options_.snapshot.chunk_rows = 2;
   const std::string gone = NewUuid();
   ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TaskChange(gone, 1, "x", "").change())}, "")
                   .ok());
@@ -348,6 +348,41 @@ TEST_F(SubscriberTest, ReSnapshotsWhenTheServerRefusesTheCursor) {
   for (const ConnectionEvent& e : recorder_.connections()) {
     EXPECT_EQ(e.state, ConnectionEvent::State::kConnected);
   }
+}
+
+TEST_F(SubscriberTest, ReSnapshotsAgainOnlyAfterProgress) {
+  SetCursor("ancient");
+  server_.ScriptSnapshot({SnapshotCursor("fresh")});
+  StartSubscriber();
+  std::shared_ptr<ChangeCall> stream = server_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  stream->End(absl::FailedPreconditionError("re-snapshot: compacted"));
+  stream = server_.WaitForStream(1);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(server_.stream_request(1).cursor(), "fresh");
+  // Refused again without progress: a disconnect, not a second snapshot.
+  stream->End(absl::FailedPreconditionError("re-snapshot: compacted"));
+  ASSERT_TRUE(recorder_.WaitForConnections(2));
+  const ConnectionEvent e = recorder_.connections()[1];
+  EXPECT_EQ(e.state, ConnectionEvent::State::kDisconnected);
+  EXPECT_EQ(e.status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(server_.snapshot_count(), 1u);
+}
+
+TEST_F(SubscriberTest, StopCancelsASnapshotInFlight) {
+  // No script: the snapshot call stays open until cancelled.
+  StartSubscriber();
+  std::shared_ptr<testing::SnapshotCall> snapshot = server_.WaitForSnapshot(0);
+  ASSERT_NE(snapshot, nullptr);
+  snapshot->Send(SnapshotTasks({{NewUuid(), 1}}));
+  subscriber_->Stop();
+  EXPECT_TRUE(snapshot->cancelled());
+  EXPECT_EQ(server_.stream_count(), 0u);
+  EXPECT_EQ(StoredCursor(), "");
+  EXPECT_TRUE(recorder_.snapshots().empty());
+  std::vector<ConnectionEvent> events = recorder_.connections();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].status.code(), absl::StatusCode::kCancelled);
 }
 
 TEST_F(SubscriberTest, ReconnectsWithJitteredExponentialBackoff) {

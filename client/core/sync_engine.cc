@@ -1,13 +1,20 @@
 #include "client/core/sync_engine.h"
 
+#include <memory>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/brotli_codec.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
 namespace pulsesync {
+
+bool IsResnapshot(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kFailedPrecondition &&
+         absl::StartsWith(status.message(), "re-snapshot");
+}
 
 v1::Revision ToProto(const PendingRevision& r) {
   v1::Revision p;
@@ -99,19 +106,26 @@ SyncEngine::SyncEngine(LocalStore* store, Transport* transport, SyncEngineOption
     : store_(store), transport_(transport), options_(options) {}
 
 absl::StatusOr<PushSummary> SyncEngine::Push() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&push_mu_);
   return PushLocked();
 }
 
 absl::StatusOr<PullSummary> SyncEngine::Pull() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&pull_mu_);
   return PullLocked();
 }
 
+absl::StatusOr<SnapshotSummary> SyncEngine::Snapshot(const SnapshotRequestOptions& options,
+                                                     const CancelRegistrar& register_cancel) {
+  absl::MutexLock lock(&pull_mu_);
+  return SnapshotLocked(options, register_cancel);
+}
+
 absl::StatusOr<SyncSummary> SyncEngine::Sync() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock push_lock(&push_mu_);
   SyncSummary summary;
   PS_ASSIGN_OR_RETURN(summary.push, PushLocked());
+  absl::MutexLock pull_lock(&pull_mu_);
   PS_ASSIGN_OR_RETURN(summary.pull, PullLocked());
   return summary;
 }
@@ -195,7 +209,19 @@ absl::StatusOr<PullSummary> SyncEngine::PullLocked() {
   PullSummary summary;
   PS_ASSIGN_OR_RETURN(SyncState state, store_->GetSyncState());
   std::string cursor = state.cursor;
+  // Pull's snapshots cover every table: the log it follows afterwards does.
+  SnapshotRequestOptions snapshot_options;
+  snapshot_options.rows_per_message = options_.snapshot_rows_per_message;
+  snapshot_options.chunk_rows = options_.snapshot_chunk_rows;
+  bool snapshot_due = cursor.empty() && options_.pull_initial_sync == InitialSync::kSnapshot;
   while (true) {
+    if (snapshot_due) {
+      // Invariant 4: one snapshot per Pull at most (snapshotted is set).
+      PS_ASSIGN_OR_RETURN(summary.snapshot, SnapshotLocked(snapshot_options, {}));
+      summary.snapshotted = true;
+      snapshot_due = false;
+      cursor = summary.snapshot.cursor;
+    }
     v1::PullChangesRequest request;
     request.set_cursor(cursor);
     request.set_limit(options_.pull_page_limit);
@@ -203,15 +229,15 @@ absl::StatusOr<PullSummary> SyncEngine::PullLocked() {
                                                                 : v1::PAYLOAD_ENCODING_IDENTITY);
     absl::StatusOr<v1::PullChangesResponse> response = transport_->PullChanges(request);
     if (!response.ok()) {
-      if (response.status().code() == absl::StatusCode::kFailedPrecondition &&
-          !summary.cursor_reset && !cursor.empty()) {
-        // Invariant 4: the cursor is from another database; re-snapshot.
-        LogWarning("server refused the cursor; pulling from the start",
+      if (IsResnapshot(response.status()) && !summary.snapshotted) {
+        LogWarning("server asked for a re-snapshot; taking one",
                    {{"status", response.status()}});
-        PS_RETURN_IF_ERROR(store_->ResetCursor());
-        cursor.clear();
-        summary.cursor_reset = true;
+        snapshot_due = true;
         continue;
+      }
+      if (IsResnapshot(response.status())) {
+        LogWarning("server asked for a re-snapshot again right after one; giving up this pull",
+                   {{"status", response.status()}});
       }
       return response.status();
     }
@@ -229,6 +255,90 @@ absl::StatusOr<PullSummary> SyncEngine::PullLocked() {
     }
     cursor = response->next_cursor();
   }
+  return summary;
+}
+
+absl::StatusOr<SnapshotSummary> SyncEngine::SnapshotLocked(const SnapshotRequestOptions& options,
+                                                           const CancelRegistrar& register_cancel) {
+  v1::SnapshotRequest request;
+  for (const std::string& t : options.tables) request.add_tables(t);
+  request.set_rows_per_message(options.rows_per_message);
+  request.set_include_deleted(options.include_deleted);
+  PS_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotStream> stream, transport_->Snapshot(request));
+  if (register_cancel) register_cancel([s = stream.get()] { s->Cancel(); });
+
+  std::vector<SnapshotRows> buffer;
+  int64_t buffered = 0;
+  bool chunked = false;  // BeginSnapshot was called: too big for one transaction
+  SnapshotSummary summary;
+  bool have_cursor = false;
+  absl::Status apply_status;
+  v1::SnapshotResponse message;
+  while (stream->Read(&message)) {
+    if (message.has_rows()) {
+      if (have_cursor) {
+        apply_status = absl::DataLossError("snapshot rows after the snapshot's cursor");
+        break;
+      }
+      SnapshotRows rows;
+      rows.table = message.rows().table();
+      rows.object_type = message.rows().object_type();
+      rows.records.assign(message.rows().records().begin(), message.rows().records().end());
+      buffered += static_cast<int64_t>(rows.records.size());
+      buffer.push_back(std::move(rows));
+      if (buffered >= options.chunk_rows) {
+        if (!chunked) {
+          apply_status = store_->BeginSnapshot(options.tables);
+          if (!apply_status.ok()) break;
+          chunked = true;
+        }
+        absl::StatusOr<ApplySnapshotSummary> part = store_->ApplySnapshotChunk(buffer);
+        if (!part.ok()) {
+          apply_status = part.status();
+          break;
+        }
+        summary.rows.applied += part->applied;
+        summary.rows.skipped += part->skipped;
+        buffer.clear();
+        buffered = 0;
+      }
+    } else if (message.part_case() == v1::SnapshotResponse::kCursor) {
+      summary.cursor = message.cursor();
+      have_cursor = true;
+    }
+  }
+  if (!apply_status.ok()) stream->Cancel();
+  if (register_cancel) register_cancel(nullptr);
+  absl::Status status = stream->Finish();
+  stream.reset();
+  if (apply_status.ok() && status.ok() && !have_cursor) {
+    apply_status = absl::UnavailableError("the snapshot stream ended without a cursor");
+  }
+  if (!apply_status.ok() || !status.ok()) {
+    if (chunked) store_->AbortSnapshot();
+    return !apply_status.ok() ? apply_status : status;
+  }
+
+  if (chunked) {
+    absl::StatusOr<ApplySnapshotSummary> part = store_->ApplySnapshotChunk(buffer);
+    absl::StatusOr<ApplySnapshotSummary> finish =
+        part.ok() ? store_->FinishSnapshot(summary.cursor) : part;
+    if (!finish.ok()) {
+      store_->AbortSnapshot();
+      return finish.status();
+    }
+    summary.rows.applied += part->applied;
+    summary.rows.skipped += part->skipped;
+    summary.rows.removed += finish->removed;
+    summary.rows.kept += finish->kept;
+  } else {
+    PS_ASSIGN_OR_RETURN(summary.rows,
+                        store_->ApplySnapshot(buffer, summary.cursor, options.tables));
+  }
+  LogInfo("snapshot applied", {{"applied", summary.rows.applied},
+                               {"skipped", summary.rows.skipped},
+                               {"removed", summary.rows.removed},
+                               {"kept", summary.rows.kept}});
   return summary;
 }
 

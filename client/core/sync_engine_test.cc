@@ -5,9 +5,16 @@
 #include <cstdio>
 #include <deque>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "client/core/fake_feed_transport.h"
 #include "common/brotli_codec.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
@@ -75,11 +82,30 @@ class FakeTransport : public Transport {
     return v1::GetServerInfoResponse();
   }
 
+  // Streams the next of `snapshots` (messages, then its end status); with
+  // none left, the call stays open until cancelled.
+  absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
+      const v1::SnapshotRequest& request) override {
+    snapshot_requests.push_back(request);
+    auto call = std::make_shared<testing::SnapshotCall>();
+    if (!snapshots.empty()) {
+      for (const v1::SnapshotResponse& m : snapshots.front().first) call->Send(m);
+      call->End(snapshots.front().second);
+      snapshots.pop_front();
+    }
+    snapshot_calls.push_back(call);
+    return std::unique_ptr<SnapshotStream>(
+        new testing::ScriptedStream<v1::SnapshotResponse>(call));
+  }
+
   ApplyHandler apply_handler;
   std::vector<std::vector<v1::Revision>> pushed_batches;
   std::vector<v1::PayloadEncoding> encodings;
   std::deque<absl::StatusOr<v1::PullChangesResponse>> pull_pages;
   std::vector<std::string> pull_cursors;
+  std::deque<std::pair<std::vector<v1::SnapshotResponse>, absl::Status>> snapshots;
+  std::vector<v1::SnapshotRequest> snapshot_requests;
+  std::vector<std::shared_ptr<testing::SnapshotCall>> snapshot_calls;
 
  private:
   std::set<std::string> seen_;
@@ -98,6 +124,28 @@ v1::Change TeamChange(const std::string& id, int64_t version, const std::string&
   c.set_revision_id(NewUuid());
   c.set_origin_id("other-device");
   return c;
+}
+
+v1::SnapshotResponse SnapshotTeams(std::vector<std::pair<std::string, int64_t>> rows) {
+  v1::SnapshotResponse r;
+  r.mutable_rows()->set_table("teams");
+  r.mutable_rows()->set_object_type("team");
+  for (const auto& [id, version] : rows) {
+    r.mutable_rows()->add_records(R"({"id":")" + id + R"(","name":"snap","version":)" +
+                                  std::to_string(version) + R"(,"deleted":false})");
+  }
+  return r;
+}
+
+v1::SnapshotResponse SnapshotCursor(const std::string& cursor) {
+  v1::SnapshotResponse r;
+  r.set_cursor(cursor);
+  return r;
+}
+
+absl::Status Resnapshot() {
+  return absl::FailedPreconditionError(
+      "re-snapshot: the change log was compacted past this cursor");
 }
 
 class SyncEngineTest : public ::testing::Test {
@@ -127,6 +175,12 @@ class SyncEngineTest : public ::testing::Test {
     }
   }
   int64_t Pending() { return store_->PendingCount().value_or(-1); }
+  // The team's name, or "(none)" when the row is gone (or a tombstone).
+  std::string Name(const std::string& id) {
+    absl::StatusOr<std::optional<JsonValue>> row = store_->Get("team", id);
+    if (!row.ok() || !row->has_value()) return "(none)";
+    return (*row)->Find("name")->text();
+  }
 
   std::string path_;
   std::unique_ptr<LocalStore> store_;
@@ -323,18 +377,226 @@ TEST_F(SyncEngineTest, AFailedPullKeepsPagesAppliedBeforeIt) {
   EXPECT_EQ(store_->List("team")->size(), 1u);
 }
 
-TEST_F(SyncEngineTest, ARefusedCursorRestartsThePullFromTheBeginningOnce) {
-  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "cursor-from-old-cluster").ok());
-  v1::PullChangesResponse p;
-  *p.add_changes() = TeamChange(NewUuid(), 1, "A");
-  p.set_next_cursor("new");
-  transport_.pull_pages = {absl::FailedPreconditionError("re-snapshot"), p};
+TEST_F(SyncEngineTest, ReSnapshotsWhenTheLogWasCompactedAndConverges) {
+  // Synced long ago: four teams at version 1, then edits made offline.
+  const std::string updated = NewUuid(), deleted = NewUuid(), edited = NewUuid(),
+                    unchanged = NewUuid();
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges({FromProto(TeamChange(updated, 1, "u")),
+                                        FromProto(TeamChange(deleted, 1, "d")),
+                                        FromProto(TeamChange(edited, 1, "e")),
+                                        FromProto(TeamChange(unchanged, 1, "x"))},
+                                       "ancient")
+                  .ok());
+  JsonValue rename = JsonValue::Object();
+  rename.Set("name", JsonValue::String("offline edit"));
+  ASSERT_TRUE(store_->Update("team", edited, rename).ok());
+  JsonValue fields = JsonValue::Object();
+  fields.Set("name", JsonValue::String("created offline"));
+  const std::string created = *store_->Create("team", fields);
+  ASSERT_EQ(Pending(), 2);
+
+  // Meanwhile on the server: `updated` moved on, `deleted` and `edited`
+  // were deleted, the log was compacted; one change follows the snapshot.
+  const std::string later = NewUuid();
+  v1::PullChangesResponse after;
+  *after.add_changes() = TeamChange(later, 1, "later");
+  after.set_next_cursor("after");
+  transport_.pull_pages = {Resnapshot(), after};
+  transport_.snapshots.push_back(
+      {{SnapshotTeams({{updated, 2}, {unchanged, 1}}), SnapshotCursor("snap")}, {}});
+
   SyncEngine engine(store_.get(), &transport_);
   absl::StatusOr<PullSummary> summary = engine.Pull();
   ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_TRUE(summary->cursor_reset);
-  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"cursor-from-old-cluster", ""}));
-  EXPECT_EQ(store_->GetSyncState()->cursor, "new");
+  EXPECT_TRUE(summary->snapshotted);
+  EXPECT_EQ(summary->snapshot.cursor, "snap");
+  EXPECT_EQ(summary->snapshot.rows.applied, 1);  // `updated`; `unchanged` is not newer
+  EXPECT_EQ(summary->snapshot.rows.skipped, 1);
+  EXPECT_EQ(summary->snapshot.rows.removed, 1);  // `deleted`
+  EXPECT_EQ(summary->snapshot.rows.kept, 2);     // `edited`, `created`: pending revisions
+  EXPECT_EQ(summary->pulled, 1);
+  EXPECT_EQ(summary->applied, 1);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"ancient", "snap"}));
+  ASSERT_EQ(transport_.snapshot_requests.size(), 1u);
+  EXPECT_EQ(transport_.snapshot_requests[0].tables_size(), 0);  // every table
+  EXPECT_FALSE(transport_.snapshot_requests[0].include_deleted());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "after");
+
+  EXPECT_EQ(Name(updated), "snap");
+  EXPECT_EQ(Name(unchanged), "x");
+  EXPECT_EQ(Name(deleted), "(none)");
+  EXPECT_EQ(Name(edited), "offline edit");
+  EXPECT_EQ(Name(created), "created offline");
+  EXPECT_EQ(Name(later), "later");
+
+  // The offline edits survived and are still pushed.
+  ASSERT_EQ(Pending(), 2);
+  absl::StatusOr<PushSummary> pushed = engine.Push();
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->pushed, 2);
+  ASSERT_EQ(transport_.pushed_batches.size(), 1u);
+  std::set<std::string> objects;
+  for (const v1::Revision& r : transport_.pushed_batches[0]) objects.insert(r.object_id());
+  EXPECT_EQ(objects, (std::set<std::string>{edited, created}));
+  EXPECT_EQ(Pending(), 0);
+}
+
+TEST_F(SyncEngineTest, ANeverSyncedDatabasePullsFromTheLogStartAndSnapshotsIfCompacted) {
+  const std::string a = NewUuid();
+  transport_.pull_pages = {Resnapshot()};
+  transport_.snapshots.push_back({{SnapshotTeams({{a, 3}}), SnapshotCursor("s1")}, {}});
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_TRUE(summary->snapshotted);
+  EXPECT_EQ(summary->snapshot.rows.applied, 1);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"", "s1"}));
+  EXPECT_EQ(store_->GetSyncState()->cursor, "s1");
+  EXPECT_EQ(Name(a), "snap");
+}
+
+TEST_F(SyncEngineTest, ACompleteLogNeedsNoSnapshot) {
+  v1::PullChangesResponse p;
+  *p.add_changes() = TeamChange(NewUuid(), 1, "A");
+  p.set_next_cursor("c1");
+  transport_.pull_pages = {p};
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_FALSE(summary->snapshotted);
+  EXPECT_TRUE(transport_.snapshot_requests.empty());
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{""}));
+}
+
+TEST_F(SyncEngineTest, SnapshotInitialSyncStartsAnEmptyCursorWithASnapshot) {
+  const std::string a = NewUuid();
+  transport_.snapshots.push_back({{SnapshotTeams({{a, 1}}), SnapshotCursor("s1")}, {}});
+  SyncEngineOptions options;
+  options.pull_initial_sync = InitialSync::kSnapshot;
+  SyncEngine engine(store_.get(), &transport_, options);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_TRUE(summary->snapshotted);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"s1"}));
+  // With a cursor, the next pull follows the log.
+  ASSERT_TRUE(engine.Pull().ok());
+  EXPECT_EQ(transport_.snapshot_requests.size(), 1u);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"s1", "s1"}));
+}
+
+TEST_F(SyncEngineTest, AnotherFailedPreconditionIsReturnedAsIs) {
+  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "c0").ok());
+  transport_.pull_pages = {absl::FailedPreconditionError("schema version 3 is not supported")};
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(summary.status().message(), "schema version 3 is not supported");
+  EXPECT_TRUE(transport_.snapshot_requests.empty());
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"c0"}));
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c0");
+}
+
+TEST_F(SyncEngineTest, AtMostOneSnapshotPerPull) {
+  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "ancient").ok());
+  // The server refuses even the snapshot's own cursor (say, compacting
+  // aggressively): the second answer is returned, not looped on.
+  transport_.pull_pages = {Resnapshot(), Resnapshot()};
+  transport_.snapshots.push_back({{SnapshotTeams({{NewUuid(), 1}}), SnapshotCursor("s1")}, {}});
+  transport_.snapshots.push_back({{SnapshotCursor("s2")}, {}});
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PullSummary> summary = engine.Pull();
+  EXPECT_TRUE(IsResnapshot(summary.status())) << summary.status();
+  EXPECT_EQ(transport_.snapshot_requests.size(), 1u);
+  EXPECT_EQ(transport_.pull_cursors, (std::vector<std::string>{"ancient", "s1"}));
+  // The snapshot itself stays applied with its cursor.
+  EXPECT_EQ(store_->GetSyncState()->cursor, "s1");
+  EXPECT_EQ(store_->List("team")->size(), 1u);
+
+  // The limit is per call: the next Pull may snapshot again.
+  transport_.pull_pages = {Resnapshot()};
+  absl::StatusOr<PullSummary> again = engine.Pull();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->snapshotted);
+  EXPECT_EQ(transport_.snapshot_requests.size(), 2u);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "s2");
+}
+
+TEST_F(SyncEngineTest, AFailedSnapshotKeepsTheOldCursor) {
+  ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TeamChange(NewUuid(), 1, "A"))}, "ancient")
+                  .ok());
+  transport_.pull_pages = {Resnapshot()};
+  transport_.snapshots.push_back(
+      {{SnapshotTeams({{NewUuid(), 1}})}, absl::UnavailableError("connection reset")});
+  SyncEngine engine(store_.get(), &transport_);
+  EXPECT_EQ(engine.Pull().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "ancient");
+  EXPECT_EQ(store_->List("team")->size(), 1u);
+
+  // A stream that ends "OK" without a cursor is not a snapshot either.
+  transport_.pull_pages = {Resnapshot()};
+  transport_.snapshots.push_back({{SnapshotTeams({{NewUuid(), 1}})}, {}});
+  EXPECT_EQ(engine.Pull().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "ancient");
+}
+
+TEST_F(SyncEngineTest, ASnapshotInFlightCanBeCancelledFromAnotherThread) {
+  ASSERT_TRUE(store_->ApplyRemoteChanges({}, "c0").ok());
+  SyncEngine engine(store_.get(), &transport_);
+  // No script: the call stays open until cancelled.
+  absl::Mutex mu;
+  std::vector<std::function<void()>> registered;
+  absl::Notification cancel_registered;
+  absl::StatusOr<SnapshotSummary> result;
+  std::thread caller([&] {
+    result = engine.Snapshot({}, [&](std::function<void()> cancel) {
+      absl::MutexLock lock(&mu);
+      registered.push_back(cancel);
+      if (registered.size() == 1) cancel_registered.Notify();
+    });
+  });
+  ASSERT_TRUE(cancel_registered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_TRUE(registered[0]);
+    registered[0]();
+  }
+  caller.join();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(transport_.snapshot_calls.size(), 1u);
+  EXPECT_TRUE(transport_.snapshot_calls[0]->cancelled());
+  // Withdrawn before the stream went away.
+  ASSERT_EQ(registered.size(), 2u);
+  EXPECT_FALSE(registered[1]);
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c0");
+}
+
+TEST_F(SyncEngineTest, SnapshotAppliesTheRequestedTablesOnly) {
+  const std::string team = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TeamChange(team, 1, "A"))}, "c0").ok());
+  transport_.snapshots.push_back({{SnapshotCursor("s1")}, {}});
+  SyncEngine engine(store_.get(), &transport_);
+  SnapshotRequestOptions options;
+  options.tables = {"tasks"};
+  options.include_deleted = true;
+  options.rows_per_message = 7;
+  absl::StatusOr<SnapshotSummary> summary = engine.Snapshot(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->cursor, "s1");
+  EXPECT_EQ(summary->rows.removed, 0);  // teams are not covered
+  ASSERT_EQ(transport_.snapshot_requests.size(), 1u);
+  EXPECT_EQ(transport_.snapshot_requests[0].tables(0), "tasks");
+  EXPECT_TRUE(transport_.snapshot_requests[0].include_deleted());
+  EXPECT_EQ(transport_.snapshot_requests[0].rows_per_message(), 7u);
+  EXPECT_EQ(Name(team), "A");
+  EXPECT_EQ(store_->GetSyncState()->cursor, "s1");
+}
+
+TEST(IsResnapshotTest, NeedsFailedPreconditionAndThePrefix) {
+  EXPECT_TRUE(IsResnapshot(absl::FailedPreconditionError("re-snapshot: compacted")));
+  EXPECT_FALSE(IsResnapshot(absl::FailedPreconditionError("schema too new")));
+  EXPECT_FALSE(IsResnapshot(absl::InvalidArgumentError("re-snapshot: compacted")));
+  EXPECT_FALSE(IsResnapshot(absl::OkStatus()));
 }
 
 TEST_F(SyncEngineTest, AStuckServerDoesNotLoopForever) {
