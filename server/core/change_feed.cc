@@ -2,6 +2,7 @@
 
 #include <pqxx/pqxx>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/core/cursor.h"
@@ -44,6 +45,8 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
        "WHERE ($1::pg_snapshot IS NULL "
        "       OR txid = ANY(ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot))) "
        "       OR txid >= pg_snapshot_xmax($1::pg_snapshot)) "
+       // Implied by the line above; lets the txid index bound the scan.
+       "  AND ($1::pg_snapshot IS NULL OR txid >= pg_snapshot_xmin($1::pg_snapshot)) "
        "  AND pg_visible_in_snapshot(txid, $2::pg_snapshot) "
        "  AND position > $3 "
        "ORDER BY position LIMIT $4"},
@@ -109,7 +112,9 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
         if (horizon > 0) {
           const std::string& from = cursor.delivered;
           uint64_t xmin = 0;
-          if (!from.empty()) xmin = std::stoull(from.substr(0, from.find(':')));
+          if (!from.empty() && !absl::SimpleAtoi(from.substr(0, from.find(':')), &xmin)) {
+            return absl::InvalidArgumentError("malformed cursor: bad snapshot");
+          }
           if (from.empty() || xmin <= horizon) {
             return absl::FailedPreconditionError(absl::StrCat(
                 "re-snapshot: the change log was compacted past this cursor (",

@@ -45,9 +45,11 @@ void FeedHub::Wake() {
   (void)ignored;
 }
 
-void FeedHub::AddListener(Listener* listener) {
+bool FeedHub::AddListener(Listener* listener) {
   absl::MutexLock lock(&listeners_mu_);
+  if (closing()) return false;  // Stop() notifies under listeners_mu_ after this
   listeners_.push_back(listener);
+  return true;
 }
 
 void FeedHub::RemoveListener(Listener* listener) {
@@ -94,10 +96,16 @@ bool FeedHub::PollOnce() {
   if (!page.ok()) {
     LogWarning("feed poll failed", {{"status", page.status()}});
     if (page.status().code() == absl::StatusCode::kFailedPrecondition) {
-      // The database is not the one the hub followed (restored?): start over
-      // from its present; streams see the cursor refused when they resume.
+      // The database is not the one the hub followed (restored?), or the
+      // log was compacted past the hub: start over from its present. The
+      // ring is dropped and a sequence number skipped, so every live stream
+      // finds itself evicted and catches up by its own cursor, which the
+      // reader then accepts or refuses ("re-snapshot") on its own merits.
       absl::MutexLock lock(&mu_);
       head_.ready = false;
+      ring_.clear();
+      ring_events_ = 0;
+      ++head_.next_seq;
     }
     return false;
   }
@@ -137,7 +145,9 @@ void FeedHub::MaybeCompact() {
   next_compaction_ = absl::Now() + options_.compaction_interval;
   constexpr int64_t kBatch = 10000;
   int64_t total = 0;
-  for (int round = 0; round < 100; ++round) {  // bounded work per interval
+  // Runs on the hub thread, so delivery pauses meanwhile: a few batches per
+  // interval, and a backlog is worked off over several intervals.
+  for (int round = 0; round < 5; ++round) {
     absl::StatusOr<int64_t> deleted = CompactChangeLog(session_, options_.log_retention, kBatch);
     if (!deleted.ok()) {
       LogWarning("change log compaction failed", {{"status", deleted.status()}});
@@ -163,6 +173,11 @@ void FeedHub::Loop() {
       if (stopping_) return;
       ready = head_.ready;
     }
+    // Drain wake-ups before polling: one that arrives during the poll then
+    // makes the next wait return at once instead of being lost.
+    uint64_t drained;
+    while (::read(wake_fd_, &drained, sizeof(drained)) > 0) {
+    }
     if (!ready) {
       absl::StatusOr<Cursor> now = CurrentCursor(session_);
       if (now.ok()) {
@@ -183,10 +198,6 @@ void FeedHub::Loop() {
         if (stopping_) return;
       }
       MaybeCompact();
-    }
-    // Drain pending wake-ups, then wait for the next reason to poll.
-    uint64_t drained;
-    while (::read(wake_fd_, &drained, sizeof(drained)) > 0) {
     }
     absl::StatusOr<int> waited = session_.WaitForNotification(
         ready ? options_.poll_interval : backoff, wake_fd_);

@@ -101,7 +101,8 @@ class FeedHub {
   // Poll now (e.g. this process just committed revisions).
   void Wake();
 
-  void AddListener(Listener* listener);
+  // False (and not added) once the hub is stopping.
+  [[nodiscard]] bool AddListener(Listener* listener);
   // After it returns, `listener` is not called again.
   void RemoveListener(Listener* listener);
 

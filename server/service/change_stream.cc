@@ -19,23 +19,55 @@ ChangeStreamReactor::ChangeStreamReactor(grpc::CallbackServerContext* context,
   const auto& metadata = context->client_metadata();
   auto it = metadata.find(kUserIdMetadata);
   if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
-  hub_->AddListener(this);
-  listening_ = true;
+  listening_ = hub_->AddListener(this);
 
   absl::StatusOr<Cursor> cursor = DecodeCursor(request_.cursor());
+  bool start = false;
   {
     absl::MutexLock lock(&mu_);
-    if (!cursor.ok()) {
+    if (!listening_) {
+      FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "server shutting down: resume from your last cursor"));
+    } else if (!cursor.ok()) {
       FinishWith(ToGrpcStatus(cursor.status()));
     } else {
       cursor_ = request_.cursor();
+      start = true;
     }
   }
-  if (cursor.ok()) {
+  if (start) {
     StartJob();
   } else {
     Pump();
   }
+}
+
+// Runs outside mu_. Each action other than kNone keeps the reactor alive
+// by itself (a write in flight, Finish not yet called, or a counted job);
+// after kNone the caller must not touch `this`.
+void ChangeStreamReactor::Execute(Action action, const grpc::Status& status) {
+  switch (action) {
+    case Action::kNone:
+      return;
+    case Action::kWrite:
+      StartWrite(&message_);  // message_ stays untouched until OnWriteDone
+      return;
+    case Action::kFinish:
+      Finish(status);
+      return;
+    case Action::kReadLog:
+      ReadLogPage();  // Decide counted the job
+      return;
+  }
+}
+
+ChangeStreamReactor::Action ChangeStreamReactor::Decide(grpc::Status* status) {
+  const Action action = NextAction();
+  if (action == Action::kFinish) {
+    finished_ = true;
+    *status = *finish_;
+  }
+  return action;
 }
 
 void ChangeStreamReactor::FinishWith(grpc::Status status) {
@@ -73,11 +105,14 @@ void ChangeStreamReactor::StartJob() {
         if (s.ok()) scope = std::move(*s);
       }
     }
+    FeedHub* const hub = hub_;
     bool delete_now;
+    Action action = Action::kNone;
+    grpc::Status finish_status;
     {
       absl::MutexLock lock(&mu_);
       delete_now = EndJob();
-      if (!delete_now && !done_) {
+      if (!delete_now) {
         if (!status.ok()) {
           FinishWith(ToGrpcStatus(status));
         } else {
@@ -85,23 +120,36 @@ void ChangeStreamReactor::StartJob() {
           scope_ = std::move(scope);
           mode_ = Mode::kJoining;
         }
+        action = Decide(&finish_status);
       }
     }
     if (delete_now) {
       delete this;
       return;
     }
-    hub_->Wake();  // joining waits for the hub's next poll: make it now
-    Pump();
+    hub->Wake();  // joining waits for the hub's next poll: make it now
+    Execute(action, finish_status);
   });
-  if (!queued.ok()) {
-    {
-      absl::MutexLock lock(&mu_);
-      --jobs_;
-      FinishWith(ToGrpcStatus(queued));
+  if (!queued.ok()) SubmitFailed(queued);
+}
+
+void ChangeStreamReactor::SubmitFailed(const absl::Status& why) {
+  bool delete_now;
+  Action action = Action::kNone;
+  grpc::Status finish_status;
+  {
+    absl::MutexLock lock(&mu_);
+    delete_now = EndJob();
+    if (!delete_now) {
+      FinishWith(ToGrpcStatus(why));
+      action = Decide(&finish_status);
     }
-    Pump();
   }
+  if (delete_now) {
+    delete this;
+    return;
+  }
+  Execute(action, finish_status);
 }
 
 void ChangeStreamReactor::ReadLogPage() {
@@ -132,10 +180,12 @@ void ChangeStreamReactor::ReadLogPage() {
       }
     }
     bool delete_now;
+    Action action = Action::kNone;
+    grpc::Status finish_status;
     {
       absl::MutexLock lock(&mu_);
       delete_now = EndJob();
-      if (!delete_now && !done_) {
+      if (!delete_now) {
         if (!page.ok()) {
           FinishWith(ToGrpcStatus(page.status()));
         } else {
@@ -145,22 +195,16 @@ void ChangeStreamReactor::ReadLogPage() {
           caught_up_ = !page->has_more && page->next.batch_upper.empty() &&
                        page->next.delivered == join.delivered;
         }
+        action = Decide(&finish_status);
       }
     }
     if (delete_now) {
       delete this;
       return;
     }
-    Pump();
+    Execute(action, finish_status);
   });
-  if (!queued.ok()) {
-    {
-      absl::MutexLock lock(&mu_);
-      --jobs_;
-      FinishWith(ToGrpcStatus(queued));
-    }
-    Pump();
-  }
+  if (!queued.ok()) SubmitFailed(queued);
 }
 
 void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
@@ -179,6 +223,10 @@ void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
         mode_ = Mode::kLive;
         announce_live_ = true;
       } else {
+        // Join only where a batch ends: mid-batch, the head's cursor covers
+        // rows of pages already in the ring that catching up to its
+        // `delivered` would skip. The hub notifies again after the last page.
+        if (!head.cursor.batch_upper.empty()) return;
         join_ = head.cursor;
         join_seq_ = head.next_seq;
         caught_up_ = false;
@@ -280,26 +328,9 @@ void ChangeStreamReactor::Pump() {
   grpc::Status status;
   {
     absl::MutexLock lock(&mu_);
-    action = NextAction();
-    if (action == Action::kFinish) {
-      finished_ = true;
-      status = *finish_;
-    }
+    action = Decide(&status);
   }
-  switch (action) {
-    case Action::kNone:
-      return;
-    case Action::kWrite:
-      // message_ stays untouched until OnWriteDone.
-      StartWrite(&message_);
-      return;
-    case Action::kFinish:
-      Finish(status);
-      return;
-    case Action::kReadLog:
-      ReadLogPage();  // NextAction counted the job
-      return;
-  }
+  Execute(action, status);
 }
 
 void ChangeStreamReactor::OnWriteDone(bool ok) {

@@ -75,6 +75,10 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
 
   void OnFeedAdvanced(bool closing) override;
   void Pump();
+  // The next thing to do; marks the stream finished when that is Finish.
+  Action Decide(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Execute(Action action, const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
+  void SubmitFailed(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   Action NextAction() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NextFromSource() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJob();
@@ -110,7 +114,7 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-  bool listening_ = false;  // set once, before any callback can run
+  bool listening_ = false;  // set in the constructor, before any callback can run
 };
 
 }  // namespace pulsesync

@@ -114,6 +114,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   FeedHubOptions hub_options;
   hub_options.poll_interval = config.feed_poll_interval;
   hub_options.max_batches = config.feed_ring_batches;
+  hub_options.page_limit = config.feed_page_limit;
   hub_options.log_retention = config.log_retention;
   impl->hub = std::make_unique<FeedHub>(SessionOptions(config), hub_options);
   impl->hub->Start();
@@ -123,6 +124,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.max_pull_limit = config.max_pull_limit;
   options.notify_after_apply = config.feed_notify;
   options.notify_channel = hub_options.notify_channel;
+  options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(), options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -168,6 +170,7 @@ void SyncServer::Shutdown(absl::Duration grace) {
   // answered by then, so gRPC need not wait for idle client connections,
   // which it would otherwise do until the deadline.
   impl_->hub->Stop();
+  impl_->service->CancelSnapshots();
   impl_->pool->Stop();
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + std::min(grace, absl::Milliseconds(500))));
   impl_->server->Wait();

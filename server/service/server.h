@@ -29,6 +29,7 @@ struct ServerConfig {
   absl::Duration feed_poll_interval = absl::Milliseconds(500);
   bool feed_notify = true;  // NOTIFY after applying, to wake every replica at once
   size_t feed_ring_batches = 1024;  // batches the hub keeps for streams
+  uint32_t feed_page_limit = 1000;  // changes per hub read
   // Change-log rows older than this are deleted; cursors from before them
   // get "re-snapshot". Zero keeps the log forever.
   absl::Duration log_retention = absl::Hours(24 * 30);

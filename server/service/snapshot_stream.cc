@@ -1,5 +1,6 @@
 #include "server/service/snapshot_stream.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/time/time.h"
@@ -14,12 +15,42 @@ namespace {
 constexpr absl::Duration kStallTimeout = absl::Minutes(5);
 }  // namespace
 
+bool SnapshotLimiter::TryAdd(SnapshotReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  if (closed_ || static_cast<int>(running_.size()) >= max_running_) return false;
+  running_.push_back(reactor);
+  return true;
+}
+
+void SnapshotLimiter::Remove(SnapshotReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  running_.erase(std::remove(running_.begin(), running_.end(), reactor), running_.end());
+}
+
+void SnapshotLimiter::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+  for (SnapshotReactor* r : running_) r->Cancel();
+}
+
 SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
-                                 const v1::SnapshotRequest* request, WorkerPool* pool)
-    : request_(*request) {
+                                 const v1::SnapshotRequest* request, WorkerPool* pool,
+                                 SnapshotLimiter* limiter)
+    : request_(*request), limiter_(limiter) {
   const auto& metadata = context->client_metadata();
   auto it = metadata.find(kUserIdMetadata);
   if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
+  limited_ = limiter_->TryAdd(this);
+  if (!limited_) {
+    {
+      absl::MutexLock lock(&mu_);
+      produced_ = true;
+      error_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "too many snapshots in progress (or shutting down): retry with backoff");
+    }
+    Pump();
+    return;
+  }
   {
     absl::MutexLock lock(&mu_);
     producing_ = true;
@@ -66,6 +97,8 @@ SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
       });
     }
     bool delete_now;
+    Action action = Action::kNone;
+    grpc::Status finish_status;
     {
       absl::MutexLock lock(&mu_);
       if (cursor.ok()) {
@@ -78,47 +111,80 @@ SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
       producing_ = false;
       produced_ = true;
       delete_now = done_;
+      if (!delete_now) action = Decide(&finish_status);
     }
     if (delete_now) {
       delete this;
       return;
     }
-    Pump();
+    Execute(action, finish_status);
   });
   if (!queued.ok()) {
+    bool delete_now;
+    Action action = Action::kNone;
+    grpc::Status finish_status;
     {
       absl::MutexLock lock(&mu_);
       producing_ = false;
       produced_ = true;
       error_ = ToGrpcStatus(queued);
+      delete_now = done_;
+      if (!delete_now) action = Decide(&finish_status);
     }
-    Pump();
+    if (delete_now) {
+      delete this;
+      return;
+    }
+    Execute(action, finish_status);
   }
 }
 
+void SnapshotReactor::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  if (!error_.has_value()) {
+    error_ = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server shutting down: take the snapshot again elsewhere or later");
+  }
+}
+
+SnapshotReactor::Action SnapshotReactor::Decide(grpc::Status* status) {
+  if (finished_ || write_in_flight_) return Action::kNone;
+  if (cancelled_ || (error_.has_value() && produced_)) {
+    finished_ = true;
+    *status = error_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    return Action::kFinish;
+  }
+  if (!queue_.empty()) {
+    message_ = std::move(queue_.front());
+    queue_.pop_front();
+    write_in_flight_ = true;
+    return Action::kWrite;
+  }
+  if (produced_) {
+    finished_ = true;
+    *status = error_.value_or(grpc::Status::OK);
+    return Action::kFinish;
+  }
+  return Action::kNone;
+}
+
+// Outside mu_; after kNone the caller must not touch `this`.
+void SnapshotReactor::Execute(Action action, const grpc::Status& status) {
+  if (action == Action::kWrite) StartWrite(&message_);
+  if (action == Action::kFinish) Finish(status);
+}
+
+// Only from gRPC reactions and from the worker while it holds `producing_`,
+// when the reactor cannot be deleted underneath.
 void SnapshotReactor::Pump() {
-  enum { kNone, kWrite, kFinish } action = kNone;
   grpc::Status status;
+  Action action;
   {
     absl::MutexLock lock(&mu_);
-    if (finished_ || write_in_flight_) return;
-    if (cancelled_ || (error_.has_value() && produced_)) {
-      finished_ = true;
-      status = error_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-      action = kFinish;
-    } else if (!queue_.empty()) {
-      message_ = std::move(queue_.front());
-      queue_.pop_front();
-      write_in_flight_ = true;
-      action = kWrite;
-    } else if (produced_) {
-      finished_ = true;
-      status = error_.value_or(grpc::Status::OK);
-      action = kFinish;
-    }
+    action = Decide(&status);
   }
-  if (action == kWrite) StartWrite(&message_);
-  if (action == kFinish) Finish(status);
+  Execute(action, status);
 }
 
 void SnapshotReactor::OnWriteDone(bool ok) {
@@ -139,6 +205,7 @@ void SnapshotReactor::OnCancel() {
 }
 
 void SnapshotReactor::OnDone() {
+  if (limited_) limiter_->Remove(this);
   bool delete_now;
   {
     absl::MutexLock lock(&mu_);

@@ -11,6 +11,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -20,11 +21,33 @@
 namespace pulsesync {
 
 class WorkerPool;
+class SnapshotReactor;
+
+// Bounds how many snapshots hold a worker at once (each holds one for its
+// whole transaction), and cancels the running ones at shutdown so that the
+// workers can stop. Thread-safe.
+class SnapshotLimiter {
+ public:
+  explicit SnapshotLimiter(int max_running) : max_running_(max_running < 1 ? 1 : max_running) {}
+  bool TryAdd(SnapshotReactor* reactor);
+  void Remove(SnapshotReactor* reactor);
+  // Cancels every running snapshot and refuses new ones.
+  void CancelAll();
+
+ private:
+  const int max_running_;
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<SnapshotReactor*> running_ ABSL_GUARDED_BY(mu_);
+};
 
 class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotResponse> {
  public:
   SnapshotReactor(grpc::CallbackServerContext* context, const v1::SnapshotRequest* request,
-                  WorkerPool* pool);
+                  WorkerPool* pool, SnapshotLimiter* limiter);
+
+  // Stops the worker's read (it aborts its transaction) and ends the call.
+  void Cancel();
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -33,9 +56,14 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotRespon
  private:
   static constexpr size_t kMaxQueued = 4;
 
+  enum class Action { kNone, kWrite, kFinish };
+  Action Decide(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Execute(Action action, const grpc::Status& status);
   void Pump();
 
   const v1::SnapshotRequest request_;
+  SnapshotLimiter* const limiter_;
+  bool limited_ = false;  // counted by limiter_; set in the constructor
   std::string user_id_;
 
   absl::Mutex mu_;

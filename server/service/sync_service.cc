@@ -36,11 +36,18 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options)
-    : pool_(pool), hub_(hub), options_(std::move(options)) {}
+    : pool_(pool),
+      hub_(hub),
+      options_(std::move(options)),
+      snapshots_(std::make_unique<SnapshotLimiter>(options_.max_concurrent_snapshots)) {}
+
+SyncServiceImpl::~SyncServiceImpl() = default;
+
+void SyncServiceImpl::CancelSnapshots() { snapshots_->CancelAll(); }
 
 grpc::ServerWriteReactor<v1::SnapshotResponse>* SyncServiceImpl::Snapshot(
     grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) {
-  return new SnapshotReactor(context, request, pool_);
+  return new SnapshotReactor(context, request, pool_, snapshots_.get());
 }
 
 grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(

@@ -9,6 +9,8 @@
 #define PULSESYNC_SERVER_SERVICE_SYNC_SERVICE_H_
 
 #include <cstdint>
+#include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
@@ -18,6 +20,7 @@
 namespace pulsesync {
 
 class FeedHub;
+class SnapshotLimiter;
 class WorkerPool;
 
 struct SyncServiceOptions {
@@ -28,6 +31,7 @@ struct SyncServiceOptions {
   // replica's hub polls now rather than at its next interval.
   bool notify_after_apply = true;
   std::string notify_channel = "pulsesync_feed";
+  int max_concurrent_snapshots = 2;  // each holds a worker for its whole read
 };
 
 // absl::Status codes are gRPC's codes one to one.
@@ -37,6 +41,11 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
  public:
   // `pool` and `hub` must outlive the service.
   SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options);
+  ~SyncServiceImpl() override;
+
+  // Ends running snapshots (UNAVAILABLE) and refuses new ones: call before
+  // stopping the worker pool, whose workers they hold.
+  void CancelSnapshots();
 
   grpc::ServerUnaryReactor* ApplyRevisions(grpc::CallbackServerContext* context,
                                            const v1::ApplyRevisionsRequest* request,
@@ -56,6 +65,7 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
   WorkerPool* const pool_;
   FeedHub* const hub_;
   const SyncServiceOptions options_;
+  std::unique_ptr<SnapshotLimiter> snapshots_;
 };
 
 }  // namespace pulsesync

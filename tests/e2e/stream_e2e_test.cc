@@ -1,6 +1,7 @@
 // StreamChanges end to end: real pulsesyncd processes, real PostgreSQL
 // sessions (long and idle transactions, psql-style writes), real gRPC
 // streams that disconnect, resume, filter, and fall behind.
+#include <atomic>
 #include <memory>
 #include <pqxx/pqxx>
 #include <set>
@@ -413,6 +414,67 @@ TEST_F(StreamE2eTest, ASlowConsumerFallsBackToTheLogAndMissesNothing) {
   ASSERT_TRUE(stalled.WaitForChanges(all.size()));
   EXPECT_EQ(Ids(stalled.changes()), all);
   EXPECT_EQ(Ids(live.changes()), all);
+}
+
+// Streams join the live feed while the hub is in the middle of multi-page
+// batches (tiny pages, big transactions). Each must receive exactly what a
+// plain PullChanges reader sees from the same cursor: nothing skipped at the
+// join, nothing twice.
+TEST_F(StreamE2eTest, StreamsJoiningMidBatchMissNothing) {
+  ServerProcess* server = StartServer({"--feed_poll_ms=10", "--feed_page_limit=7"});
+  auto stub = Stub(server);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; !stop && i < 300; ++i) {
+      (void)db_->Execute(absl::StrCat(
+          "INSERT INTO tasks (id, team_id, title) SELECT gen_random_uuid(), '", team_,
+          "', 'bulk' FROM generate_series(1, 40)"));
+    }
+  });
+  auto pull_cursor = [&] {
+    // The end of the log as PullChanges sees it now.
+    std::string cursor;
+    for (int page = 0; page < 10000; ++page) {
+      grpc::ClientContext ctx;
+      v1::PullChangesRequest req;
+      req.set_cursor(cursor);
+      req.set_limit(5000);
+      v1::PullChangesResponse resp;
+      EXPECT_TRUE(stub->PullChanges(&ctx, req, &resp).ok());
+      cursor = resp.next_cursor();
+      if (!resp.has_more()) break;
+    }
+    return cursor;
+  };
+  std::vector<std::string> starts;
+  std::vector<std::unique_ptr<StreamCollector>> streams;
+  for (int i = 0; i < 5; ++i) {
+    starts.push_back(pull_cursor());
+    v1::StreamChangesRequest req;
+    req.set_cursor(starts.back());
+    streams.push_back(std::make_unique<StreamCollector>(stub.get(), req));
+    ASSERT_TRUE(WaitFor([&] { return streams.back()->changes().size() >= 40; }, kDeadline));
+  }
+  stop = true;
+  writer.join();
+  for (int i = 0; i < 5; ++i) {
+    // The reference: PullChanges from the same cursor to the end.
+    std::vector<std::string> want;
+    std::string cursor = starts[i];
+    for (int page = 0; page < 10000; ++page) {
+      grpc::ClientContext ctx;
+      v1::PullChangesRequest req;
+      req.set_cursor(cursor);
+      req.set_limit(5000);
+      v1::PullChangesResponse resp;
+      ASSERT_TRUE(stub->PullChanges(&ctx, req, &resp).ok());
+      for (const auto& c : resp.changes()) want.push_back(c.object_id());
+      cursor = resp.next_cursor();
+      if (!resp.has_more()) break;
+    }
+    ASSERT_TRUE(streams[i]->WaitForChanges(want.size())) << "stream " << i;
+    EXPECT_EQ(Ids(streams[i]->changes()), want) << "stream " << i;
+  }
 }
 
 TEST_F(StreamE2eTest, ShutdownEndsStreamsWithUnavailableAndTheCursorResumes) {
