@@ -67,7 +67,7 @@ ps_log "test PostgreSQL: $PULSESYNC_TEST_DATABASE_URL (data $pg_datadir)"
 # In the background, so that a SIGTERM to this script (e.g. a CI timeout)
 # is acted on at once; cleanup then stops ctest and the cluster.
 ctest --test-dir "$build_dir" --output-on-failure --no-tests=error \
-  -j "${PULSESYNC_TEST_JOBS:-2}" --timeout 600 "$@" </dev/null &
+  -j "${PULSESYNC_TEST_JOBS:-2}" --timeout 300 "$@" </dev/null &
 ctest_pid=$!
 set +e
 wait "$ctest_pid"

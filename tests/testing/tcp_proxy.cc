@@ -85,7 +85,7 @@ void TcpProxy::AcceptLoop() {
 void TcpProxy::Pump(int client_fd, int server_fd) {
   const int generation = generation_.load();
   char buf[65536];
-  while (generation_.load() == generation) {
+  while (!stopping_ && generation_.load() == generation) {
     pollfd fds[2] = {{client_fd, POLLIN, 0}, {server_fd, POLLIN, 0}};
     if (::poll(fds, 2, 50) <= 0) continue;
     bool closed = false;
