@@ -53,6 +53,8 @@ class WorkerPool;
 struct ChangeStreamOptions {
   uint32_t catch_up_page = 500;
   absl::Duration checkpoint_interval = absl::Seconds(1);
+  int max_changes_per_message = 256;
+  size_t max_message_bytes = 1 << 20;  // approximate, from the records' sizes
 };
 
 // Metadata key naming the calling user until JWT auth replaces it.

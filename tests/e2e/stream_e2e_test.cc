@@ -89,12 +89,11 @@ class StreamCollector {
     v1::StreamChangesResponse msg;
     while (reader_->Read(&msg)) {
       absl::MutexLock lock(&mu_);
-      if (msg.has_change()) {
-        changes_.push_back(msg.change());
-        last_cursor_ = msg.change().cursor();
-      } else {
-        last_cursor_ = msg.checkpoint();
+      for (const v1::Change& c : msg.changes()) {
+        changes_.push_back(c);
+        last_cursor_ = c.cursor();
       }
+      if (msg.changes_size() == 0) last_cursor_ = msg.checkpoint();
     }
     grpc::Status s = reader_->Finish();
     absl::MutexLock lock(&mu_);
