@@ -315,11 +315,11 @@ class Subscriber final : public grpc::ClientReadReactor<v1::StreamChangesRespons
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
     const int64_t now = NowNs();
-    if (message_.has_checkpoint()) {
+    // A message carries several changes, or none and a checkpoint.
+    for (const v1::Change& change : message_.changes()) Record(change, now);
+    if (!message_.checkpoint().empty()) {
       if (live_ns_.load(std::memory_order_relaxed) == 0) live_ns_.store(now);
       checkpoints_++;
-    } else if (message_.has_change()) {
-      Record(message_.change(), now);
     }
     StartRead(&message_);
   }

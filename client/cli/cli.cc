@@ -310,11 +310,16 @@ int RunWatch(const GlobalFlags& flags, const CliEnvironment& env,
   {
     v1::StreamChangesResponse message;
     while (stream->Read(&message)) {
-      if (message.has_change()) {
-        if (!message.change().cursor().empty()) cursor = message.change().cursor();
-        out << ChangeLine(message.change()) << std::endl;  // flushed per line
-      } else if (message.event_case() == v1::StreamChangesResponse::kCheckpoint) {
-        if (!message.checkpoint().empty()) cursor = message.checkpoint();
+      // One line per change (a message may carry several), flushed per
+      // message; the cursor to resume from is the last change's.
+      for (const v1::Change& change : message.changes()) {
+        if (!change.cursor().empty()) cursor = change.cursor();
+        out << ChangeLine(change) << '\n';
+      }
+      if (message.changes_size() > 0) {
+        out.flush();
+      } else if (!message.checkpoint().empty()) {
+        cursor = message.checkpoint();
         if (checkpoints) {
           JsonValue line = JsonValue::Object();
           line.Set("checkpoint", JsonValue::String(message.checkpoint()));

@@ -58,7 +58,7 @@ class FeedService final : public v1::SyncService::Service {
       }
     }
     v1::StreamChangesResponse r;
-    v1::Change* c = r.mutable_change();
+    v1::Change* c = r.add_changes();
     c->set_table("tasks");
     c->set_object_type("task");
     c->set_event(v1::EVENT_TYPE_INSERT);

@@ -420,7 +420,7 @@ class CliFeedTest : public CliTest {
 
 v1::StreamChangesResponse Update(const std::string& id, int64_t version, const std::string& cursor) {
   v1::StreamChangesResponse r;
-  v1::Change* c = r.mutable_change();
+  v1::Change* c = r.add_changes();
   c->set_table("tasks");
   c->set_object_type("task");
   c->set_event(v1::EVENT_TYPE_UPDATE);
@@ -487,9 +487,10 @@ TEST_F(CliFeedTest, WatchFromNowWithoutFiltersSubscribesToEverything) {
   EXPECT_EQ(config_.address, kDefaultServerAddress);
   // A delete without records prints nulls; checkpoints are not printed.
   v1::StreamChangesResponse del;
-  del.mutable_change()->set_event(v1::EVENT_TYPE_DELETE);
-  del.mutable_change()->set_table("tasks");
-  del.mutable_change()->set_cursor("d1");
+  v1::Change* d = del.add_changes();
+  d->set_event(v1::EVENT_TYPE_DELETE);
+  d->set_table("tasks");
+  d->set_cursor("d1");
   stream->Send(del);
   v1::StreamChangesResponse checkpoint;
   checkpoint.set_checkpoint("c2");
@@ -507,12 +508,19 @@ TEST_F(CliFeedTest, WatchFailsWithOneLineNamingTheCursorToResumeFrom) {
   RunInBackground({"watch"});
   std::shared_ptr<testing::ChangeCall> stream = feed_.WaitForStream(0);
   ASSERT_NE(stream, nullptr);
-  stream->Send(Update(NewUuid(), 1, "c1"));
+  // Two changes in one message: a line each, and the cursor is the last's.
+  const std::string a = NewUuid(), b = NewUuid();
+  v1::StreamChangesResponse two = Update(a, 1, "c1");
+  *two.add_changes() = Update(b, 1, "c2").changes(0);
+  stream->Send(two);
   stream->End(absl::UnavailableError("server shutting down"));
   EXPECT_EQ(Join(), 1);
-  EXPECT_EQ(out_.lines().size(), 1u);
+  std::vector<std::string> lines = out_.lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find(a), std::string::npos);
+  EXPECT_NE(lines[1].find(b), std::string::npos);
   EXPECT_EQ(err_.text(),
-            "error: feed ended: UNAVAILABLE: server shutting down; resume with --cursor=c1\n");
+            "error: feed ended: UNAVAILABLE: server shutting down; resume with --cursor=c2\n");
 }
 
 TEST_F(CliFeedTest, WatchRefusesBadOptions) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -223,31 +224,47 @@ absl::Status Subscriber::RunConnection(bool* healthy) {
 
 absl::Status Subscriber::ApplyStreamMessage(const v1::StreamChangesResponse& message,
                                             std::string* cursor, bool* progress) {
-  if (message.has_change()) {
-    const v1::Change& change = message.change();
-    // A change without a cursor (not expected) keeps the one we have rather
-    // than resetting it to the start of the log.
-    const std::string next = change.cursor().empty() ? *cursor : change.cursor();
-    PS_ASSIGN_OR_RETURN(ApplyChangesSummary summary,
-                        store_->ApplyRemoteChanges({FromProto(change)}, next));
+  if (message.changes_size() > 0) {
+    // All changes of the message and the cursor after the last one, in one
+    // transaction (invariant 1). A message with changes carries no
+    // checkpoint (see StreamChangesResponse); one that did would only leave
+    // the cursor behind, which is safe.
+    std::vector<RemoteChange> changes;
+    std::vector<std::string> cursors;  // after each change
+    changes.reserve(message.changes_size());
+    cursors.reserve(message.changes_size());
+    std::string next = *cursor;
+    for (const v1::Change& change : message.changes()) {
+      // A change without a cursor (not expected) keeps the one before it
+      // rather than resetting it to the start of the log.
+      if (!change.cursor().empty()) next = change.cursor();
+      changes.push_back(FromProto(change));
+      cursors.push_back(next);
+    }
+    PS_ASSIGN_OR_RETURN(ApplyChangesSummary summary, store_->ApplyRemoteChanges(changes, next));
     *progress = next != *cursor || summary.applied > 0;
     *cursor = next;
-    if (summary.applied > 0 && options_.on_change) {
+    if (summary.applied == 0 || !options_.on_change) return absl::OkStatus();
+    // After the commit, one callback per applied change, in log order
+    // (invariants 2, 3).
+    const std::string& own_origin = store_->origin_id();
+    for (int i = 0; i < message.changes_size(); ++i) {
+      if (!summary.applied_each[i]) continue;
+      const v1::Change& change = message.changes(i);
       ChangeNotification n;
       n.table = change.table();
       n.object_type = change.object_type();
       n.object_id = change.object_id();
-      n.event = FromProto(change).event;
+      n.event = changes[i].event;
       n.version = change.version();
       n.origin_id = change.origin_id();
-      n.from_this_device = !change.origin_id().empty() && change.origin_id() == store_->origin_id();
-      n.cursor = next;
+      n.from_this_device = !change.origin_id().empty() && change.origin_id() == own_origin;
+      n.cursor = std::move(cursors[i]);
       options_.on_change(n);
     }
     return absl::OkStatus();
   }
-  if (message.event_case() == v1::StreamChangesResponse::kCheckpoint &&
-      !message.checkpoint().empty() && message.checkpoint() != *cursor) {
+  if (!message.checkpoint().empty() && message.checkpoint() != *cursor) {
     PS_RETURN_IF_ERROR(store_->ApplyRemoteChanges({}, message.checkpoint()).status());
     *cursor = message.checkpoint();
     *progress = true;

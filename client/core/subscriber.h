@@ -6,7 +6,7 @@
 //  - the *subscriber thread* runs connections, one after another:
 //      GetServerInfo (is the server there?) -> Push (everything pending)
 //      -> [Snapshot, if the store has no cursor] -> StreamChanges(cursor)
-//      -> apply each change as it arrives ... until the stream fails
+//      -> apply each message as it arrives ... until the stream fails
 //      -> wait out a backoff -> next connection.
 //    It makes every store write of the feed and calls every app callback.
 //  - the *push thread* pushes (SyncEngine::Push) on a timer and shortly
@@ -14,15 +14,17 @@
 //    push may run during a snapshot: they take different engine locks).
 //
 // Invariants:
-//  1. A change, its revisions row and the cursor after it commit in one
-//     transaction (LocalStore::ApplyRemoteChanges); a checkpoint stores its
-//     cursor alone. So the stored cursor never gets ahead of the data, and
-//     a restart resumes exactly after the last change applied.
+//  1. The changes of one stream message, their revisions rows and the
+//     cursor after the last of them commit in one transaction
+//     (LocalStore::ApplyRemoteChanges): all or none. A checkpoint stores
+//     its cursor alone. So the stored cursor never gets ahead of the data,
+//     and a restart resumes exactly after the last message applied.
 //  2. Changes not newer than the local row are skipped by the store, so a
 //     change delivered twice (a resumed stream, a snapshot that already had
 //     it) changes nothing and is not reported to the app.
 //  3. App callbacks run on the subscriber thread, after the transaction that
-//     they report committed, with no lock of the Subscriber or the store
+//     they report committed (one on_change per applied change of a message,
+//     in log order), with no lock of the Subscriber or the store
 //     held: a callback may read the store (and write to it).
 //  4. An empty stored cursor means "never synced" (or the cursor was reset):
 //     with InitialSync::kSnapshot the connection starts with a Snapshot and
@@ -47,7 +49,7 @@
 //   connected      no cursor & kSnapshot               snapshot (RunSnapshot)
 //   snapshot       cursor received, applied            streaming
 //   connected      cursor                              streaming (RunConnection)
-//   streaming      change / checkpoint                 streaming (ApplyStreamMessage)
+//   streaming      changes / checkpoint                streaming (ApplyStreamMessage)
 //   streaming      "re-snapshot:"                      snapshot
 //   streaming      other end                           backoff (on_connection)
 //   any            Stop()                              stopped
@@ -105,7 +107,9 @@ struct ChangeNotification {
   // The write came from this database (origin_id is the store's): the
   // server's echo of a local write, now with its server version.
   bool from_this_device = false;
-  std::string cursor;  // the cursor stored with it
+  // The cursor after this change. The store holds the cursor after the
+  // last change of its message (invariant 1), which may be further on.
+  std::string cursor;
 };
 
 // A snapshot was applied (initial sync or re-snapshot). The app should
@@ -196,7 +200,8 @@ class Subscriber {
   // Takes a snapshot (SyncEngine::Snapshot, cancellable by Stop) and
   // reports it; `resnapshot` only for reporting.
   absl::Status RunSnapshot(bool resnapshot);
-  // Applies one stream message; `cursor` is the stored cursor, updated.
+  // Applies one stream message (all its changes in one transaction);
+  // `cursor` is the stored cursor, updated.
   absl::Status ApplyStreamMessage(const v1::StreamChangesResponse& message, std::string* cursor,
                                   bool* progress);
   absl::Duration NextBackoff(int failures);

@@ -30,7 +30,7 @@ v1::StreamChangesResponse TaskChange(const std::string& id, int64_t version,
                                      const std::string& origin = "other-device",
                                      v1::EventType event = v1::EVENT_TYPE_UPDATE) {
   v1::StreamChangesResponse r;
-  v1::Change* c = r.mutable_change();
+  v1::Change* c = r.add_changes();
   c->set_schema("public");
   c->set_table("tasks");
   c->set_object_type("task");
@@ -42,6 +42,15 @@ v1::StreamChangesResponse TaskChange(const std::string& id, int64_t version,
   c->set_origin_id(origin);
   c->set_revision_id(NewUuid());
   c->set_cursor(cursor);
+  return r;
+}
+
+// The changes of `messages`, in order, in one message.
+v1::StreamChangesResponse Packed(const std::vector<v1::StreamChangesResponse>& messages) {
+  v1::StreamChangesResponse r;
+  for (const v1::StreamChangesResponse& m : messages) {
+    for (const v1::Change& c : m.changes()) *r.add_changes() = c;
+  }
   return r;
 }
 
@@ -235,6 +244,80 @@ TEST_F(SubscriberTest, AppliesChangesWithTheirCursorsAndResumesAfterRestart) {
   EXPECT_EQ(CountRemoteRevisions(b), 1);
 }
 
+TEST_F(SubscriberTest, AMessageOfSeveralChangesIsAppliedInOneTransaction) {
+  SetCursor("c0");
+  const std::string a = NewUuid(), b = NewUuid(), c = NewUuid();
+  std::vector<std::string> seen_in_first_callback;
+  options_.on_change = [&](const ChangeNotification& n) {
+    // Already at the first callback, every row of the message and the
+    // cursor after its last change are visible: they committed together.
+    if (seen_in_first_callback.empty()) {
+      seen_in_first_callback = {Title(a), Title(b), Title(c), StoredCursor()};
+    }
+    recorder_.Change(n);
+  };
+  StartSubscriber();
+  std::shared_ptr<ChangeCall> stream = server_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  stream->Send(Packed({TaskChange(a, 1, "one", "c1"), TaskChange(b, 1, "two", "c2"),
+                       TaskChange(c, 1, "three", "c3")}));
+  ASSERT_TRUE(recorder_.WaitForChanges(3));
+  EXPECT_EQ(seen_in_first_callback, (std::vector<std::string>{"one", "two", "three", "c3"}));
+  std::vector<ChangeNotification> changes = recorder_.changes();
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].object_id, a);
+  EXPECT_EQ(changes[0].cursor, "c1");
+  EXPECT_EQ(changes[1].object_id, b);
+  EXPECT_EQ(changes[1].cursor, "c2");
+  EXPECT_EQ(changes[2].object_id, c);
+  EXPECT_EQ(changes[2].cursor, "c3");
+
+  // A message whose second change cannot be applied (a trigger makes its
+  // insert fail) leaves nothing: not the change before it, not the cursor.
+  {
+    sqlite::SqliteDb other = *sqlite::SqliteDb::Open(path_, false);
+    ASSERT_TRUE(other
+                    .Exec("CREATE TRIGGER fail_boom BEFORE INSERT ON tasks "
+                          "WHEN NEW.title = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END;")
+                    .ok());
+  }
+  const std::string d = NewUuid(), e = NewUuid(), f = NewUuid();
+  stream->Send(Packed({TaskChange(d, 1, "four", "c4"), TaskChange(e, 1, "boom", "c5"),
+                       TaskChange(f, 1, "six", "c6")}));
+  ASSERT_TRUE(Eventually([&] { return stream->cancelled(); }));
+  EXPECT_EQ(Title(d), "(none)");
+  EXPECT_EQ(Title(e), "(none)");
+  EXPECT_EQ(Title(f), "(none)");
+  EXPECT_EQ(CountRemoteRevisions(d), 0);
+  EXPECT_EQ(StoredCursor(), "c3");
+  EXPECT_EQ(recorder_.changes().size(), 3u);
+  // ... and the next connection resumes after the last message applied.
+  ASSERT_TRUE(recorder_.WaitForConnections(2));
+  const ConnectionEvent lost = recorder_.connections()[1];
+  ASSERT_TRUE(clock_.WaitForWaiter(clock_.Now() + lost.retry_in));
+  clock_.Advance(lost.retry_in);
+  ASSERT_NE(server_.WaitForStream(1), nullptr);
+  EXPECT_EQ(server_.stream_request(1).cursor(), "c3");
+}
+
+TEST_F(SubscriberTest, ChangesAlreadyAppliedAreNotReportedWithinAMessage) {
+  SetCursor("c0");
+  const std::string a = NewUuid(), b = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TaskChange(a, 2, "newer", "").changes(0))}, "c0")
+                  .ok());
+  StartSubscriber();
+  std::shared_ptr<ChangeCall> stream = server_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  stream->Send(Packed({TaskChange(a, 1, "older", "c1"), TaskChange(b, 1, "new", "c2")}));
+  ASSERT_TRUE(recorder_.WaitForChanges(1));
+  ASSERT_TRUE(Eventually([&] { return StoredCursor() == "c2"; }));
+  std::vector<ChangeNotification> changes = recorder_.changes();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].object_id, b);
+  EXPECT_EQ(changes[0].cursor, "c2");
+  EXPECT_EQ(Title(a), "newer");
+}
+
 TEST_F(SubscriberTest, CheckpointsMoveTheStoredCursor) {
   SetCursor("c0");
   StartSubscriber();
@@ -292,7 +375,7 @@ TEST_F(SubscriberTest, LogStartOptionStreamsFromTheBeginningInstead) {
 TEST_F(SubscriberTest, ABigSnapshotIsAppliedInChunksWithTheCursorLast) {
   options_.snapshot.chunk_rows = 2;
   const std::string gone = NewUuid();
-  ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TaskChange(gone, 1, "x", "").change())}, "")
+  ASSERT_TRUE(store_->ApplyRemoteChanges({FromProto(TaskChange(gone, 1, "x", "").changes(0))}, "")
                   .ok());
   std::vector<std::string> ids;
   std::vector<v1::SnapshotResponse> messages;
@@ -316,8 +399,8 @@ TEST_F(SubscriberTest, ReSnapshotsWhenTheServerRefusesTheCursor) {
   SetCursor("ancient");
   const std::string kept = NewUuid(), deleted_meanwhile = NewUuid();
   ASSERT_TRUE(store_
-                  ->ApplyRemoteChanges({FromProto(TaskChange(kept, 1, "k", "").change()),
-                                        FromProto(TaskChange(deleted_meanwhile, 1, "d", "").change())},
+                  ->ApplyRemoteChanges({FromProto(TaskChange(kept, 1, "k", "").changes(0)),
+                                        FromProto(TaskChange(deleted_meanwhile, 1, "d", "").changes(0))},
                                        "ancient")
                   .ok());
   const std::string mine = *store_->Create(

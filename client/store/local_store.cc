@@ -827,9 +827,11 @@ absl::StatusOr<ApplyChangesSummary> LocalStore::ApplyRemoteChanges(
   PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
   HybridLogicalClock hlc(clock_, state.hlc);
   ApplyChangesSummary summary;
+  summary.applied_each.reserve(changes.size());
   for (const RemoteChange& change : changes) {
     PS_ASSIGN_OR_RETURN(bool applied, ApplyOneChange(change, &hlc));
     ++(applied ? summary.applied : summary.skipped);
+    summary.applied_each.push_back(applied);
   }
   state.hlc = hlc.last();
   state.cursor = std::string(next_cursor);

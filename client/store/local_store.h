@@ -131,6 +131,8 @@ struct RemoteChange {
 struct ApplyChangesSummary {
   int64_t applied = 0;  // changed a local row
   int64_t skipped = 0;  // not newer than the local row, or unknown type
+  // Per change, in the order given: true if it was counted in `applied`.
+  std::vector<bool> applied_each;
 };
 
 // Rows of one table from a Snapshot (wire-independent).

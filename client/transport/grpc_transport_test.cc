@@ -62,11 +62,16 @@ class ScriptedService final : public v1::SyncService::Service {
       return grpc::Status(static_cast<grpc::StatusCode>(stream_status.code()),
                           std::string(stream_status.message()));
     }
-    for (int i = 1; i <= 2; ++i) {
-      v1::StreamChangesResponse r;
-      r.mutable_change()->set_object_id("obj-" + std::to_string(i));
-      r.mutable_change()->set_cursor(request->cursor() + "+" + std::to_string(i));
-      writer->Write(r);
+    // Two changes in one message, then one in its own.
+    v1::StreamChangesResponse r;
+    for (int i = 1; i <= 3; ++i) {
+      v1::Change* c = r.add_changes();
+      c->set_object_id("obj-" + std::to_string(i));
+      c->set_cursor(request->cursor() + "+" + std::to_string(i));
+      if (i >= 2) {
+        writer->Write(r);
+        r.Clear();
+      }
     }
     v1::StreamChangesResponse checkpoint;
     checkpoint.set_checkpoint("checkpoint-3");
@@ -160,11 +165,17 @@ TEST_F(GrpcTransportTest, StreamsChangesWithTheUserIdUntilCancelled) {
   ASSERT_TRUE(stream.ok()) << stream.status();
   v1::StreamChangesResponse r;
   ASSERT_TRUE((*stream)->Read(&r));
-  EXPECT_EQ(r.change().object_id(), "obj-1");
-  EXPECT_EQ(r.change().cursor(), "c+1");
+  ASSERT_EQ(r.changes_size(), 2);
+  EXPECT_EQ(r.changes(0).object_id(), "obj-1");
+  EXPECT_EQ(r.changes(0).cursor(), "c+1");
+  EXPECT_EQ(r.changes(1).object_id(), "obj-2");
+  EXPECT_EQ(r.changes(1).cursor(), "c+2");
+  EXPECT_EQ(r.checkpoint(), "");
   ASSERT_TRUE((*stream)->Read(&r));
-  EXPECT_EQ(r.change().cursor(), "c+2");
+  ASSERT_EQ(r.changes_size(), 1);
+  EXPECT_EQ(r.changes(0).cursor(), "c+3");
   ASSERT_TRUE((*stream)->Read(&r));
+  EXPECT_EQ(r.changes_size(), 0);
   EXPECT_EQ(r.checkpoint(), "checkpoint-3");
   {
     absl::MutexLock lock(&service_.mu);
