@@ -54,7 +54,9 @@ struct ChangeStreamOptions {
   uint32_t catch_up_page = 500;
   absl::Duration checkpoint_interval = absl::Seconds(1);
   int max_changes_per_message = 256;
-  size_t max_message_bytes = 1 << 20;  // approximate, from the records' sizes
+  // Approximate, from the records' sizes. Each stream has at most one
+  // message in flight, so this bounds per-stream memory.
+  size_t max_message_bytes = 64 << 10;
 };
 
 // Metadata key naming the calling user until JWT auth replaces it.
