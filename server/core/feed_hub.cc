@@ -13,6 +13,21 @@
 
 namespace pulsesync {
 
+std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes,
+                                         std::string end_cursor) {
+  auto batch = std::make_shared<FeedBatch>();
+  batch->end_cursor = std::move(end_cursor);
+  batch->events.reserve(changes.size());
+  for (v1::Change& c : changes) {
+    FeedEvent e;
+    absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
+    if (record.ok()) e.filter_record = std::move(*record);
+    e.change = std::move(c);
+    batch->events.push_back(std::move(e));
+  }
+  return batch;
+}
+
 FeedHub::FeedHub(PgSessionOptions session_options, FeedHubOptions options)
     : options_(std::move(options)), session_(std::move(session_options)) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -111,16 +126,7 @@ bool FeedHub::PollOnce() {
   }
   std::shared_ptr<FeedBatch> batch;
   if (!page->changes.empty()) {
-    batch = std::make_shared<FeedBatch>();
-    batch->end_cursor = page->next_cursor;
-    batch->events.reserve(page->changes.size());
-    for (v1::Change& c : page->changes) {
-      FeedEvent e;
-      absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
-      if (record.ok()) e.filter_record = std::move(*record);
-      e.change = std::move(c);
-      batch->events.push_back(std::move(e));
-    }
+    batch = MakeFeedBatch(std::move(page->changes), page->next_cursor);
   }
   {
     absl::MutexLock lock(&mu_);

@@ -62,6 +62,10 @@ struct FeedBatch {
   std::vector<FeedEvent> events;
 };
 
+// The changes of a page as a batch: each change's filter record parsed once.
+// (seq is left 0: the hub numbers the batches it keeps.)
+std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes, std::string end_cursor);
+
 struct FeedHubOptions {
   absl::Duration poll_interval = absl::Milliseconds(500);
   uint32_t page_limit = 1000;

@@ -105,35 +105,26 @@ void ChangeStreamReactor::StartJob() {
         if (s.ok()) scope = std::move(*s);
       }
     }
-    FeedHub* const hub = hub_;
-    bool delete_now;
-    Action action = Action::kNone;
-    grpc::Status finish_status;
-    {
-      absl::MutexLock lock(&mu_);
-      delete_now = EndJob();
-      if (!delete_now) {
-        if (!status.ok()) {
-          FinishWith(ToGrpcStatus(status));
-        } else {
-          filter_ = std::move(filter);
-          scope_ = std::move(scope);
-          mode_ = Mode::kJoining;
-        }
-        action = Decide(&finish_status);
+    FeedHub* const hub = hub_;  // outlives the reactor, which may be gone below
+    CompleteJob([&] {
+      if (!status.ok()) {
+        FinishWith(ToGrpcStatus(status));
+        return;
       }
-    }
-    if (delete_now) {
-      delete this;
-      return;
-    }
+      filter_ = std::move(filter);
+      scope_ = std::move(scope);
+      mode_ = Mode::kJoining;
+    });
     hub->Wake();  // joining waits for the hub's next poll: make it now
-    Execute(action, finish_status);
   });
   if (!queued.ok()) SubmitFailed(queued);
 }
 
 void ChangeStreamReactor::SubmitFailed(const absl::Status& why) {
+  CompleteJob([&] { FinishWith(ToGrpcStatus(why)); });
+}
+
+void ChangeStreamReactor::CompleteJob(const std::function<void()>& apply) {
   bool delete_now;
   Action action = Action::kNone;
   grpc::Status finish_status;
@@ -141,7 +132,7 @@ void ChangeStreamReactor::SubmitFailed(const absl::Status& why) {
     absl::MutexLock lock(&mu_);
     delete_now = EndJob();
     if (!delete_now) {
-      FinishWith(ToGrpcStatus(why));
+      apply();
       action = Decide(&finish_status);
     }
   }
@@ -167,42 +158,18 @@ void ChangeStreamReactor::ReadLogPage() {
     read.upper_bound = join.delivered;
     absl::StatusOr<PullPage> page = ReadChanges(session, from, read);
     std::shared_ptr<FeedBatch> batch;
-    if (page.ok()) {
-      batch = std::make_shared<FeedBatch>();
-      batch->end_cursor = page->next_cursor;
-      batch->events.reserve(page->changes.size());
-      for (v1::Change& c : page->changes) {
-        FeedEvent e;
-        absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
-        if (record.ok()) e.filter_record = std::move(*record);
-        e.change = std::move(c);
-        batch->events.push_back(std::move(e));
+    if (page.ok()) batch = MakeFeedBatch(std::move(page->changes), page->next_cursor);
+    CompleteJob([&] {
+      if (!page.ok()) {
+        FinishWith(ToGrpcStatus(page.status()));
+        return;
       }
-    }
-    bool delete_now;
-    Action action = Action::kNone;
-    grpc::Status finish_status;
-    {
-      absl::MutexLock lock(&mu_);
-      delete_now = EndJob();
-      if (!delete_now) {
-        if (!page.ok()) {
-          FinishWith(ToGrpcStatus(page.status()));
-        } else {
-          source_ = std::move(batch);
-          source_live_ = false;
-          index_ = 0;
-          caught_up_ = !page->has_more && page->next.batch_upper.empty() &&
-                       page->next.delivered == join.delivered;
-        }
-        action = Decide(&finish_status);
-      }
-    }
-    if (delete_now) {
-      delete this;
-      return;
-    }
-    Execute(action, finish_status);
+      source_ = std::move(batch);
+      source_live_ = false;
+      index_ = 0;
+      caught_up_ = !page->has_more && page->next.batch_upper.empty() &&
+                   page->next.delivered == join.delivered;
+    });
   });
   if (!queued.ok()) SubmitFailed(queued);
 }

@@ -32,6 +32,7 @@
 #ifndef PULSESYNC_SERVER_SERVICE_CHANGE_STREAM_H_
 #define PULSESYNC_SERVER_SERVICE_CHANGE_STREAM_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,6 +84,11 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   Action Decide(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Execute(Action action, const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
   void SubmitFailed(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends a worker job: under mu_, counts it done and, unless the reactor is
+  // being deleted, runs `apply` (the job's result) and decides what to do
+  // next; then deletes the reactor or does that outside the lock. `this`
+  // must not be touched by the caller afterwards.
+  void CompleteJob(const std::function<void()>& apply) ABSL_LOCKS_EXCLUDED(mu_);
   Action NextAction() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NextFromSource() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJob();
