@@ -140,7 +140,8 @@ std::vector<PreparedStatement> RevisionApplierStatements() {
 }
 
 absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
-    PgSession& session, const std::vector<v1::Revision>& revisions, const ApplyLimits& limits) {
+    PgSession& session, const std::vector<v1::Revision>& revisions, const ApplyLimits& limits,
+    const TxIdentity& identity) {
   std::vector<v1::RevisionResult> results(revisions.size());
   std::vector<size_t> sent;  // index into `revisions` of each batch element
   std::string batch = "[";
@@ -160,7 +161,7 @@ absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
   if (sent.empty()) return results;
 
   PS_RETURN_IF_ERROR(session.RunTransaction(
-      TxMode::kReadWrite, [&](pqxx::transaction_base& tx) -> absl::Status {
+      TxMode::kReadWrite, identity, [&](pqxx::transaction_base& tx) -> absl::Status {
         const pqxx::result rows = tx.exec_prepared(kApplyStatement, batch);
         if (rows.size() != sent.size()) {
           return absl::InternalError(absl::StrCat("apply_revisions answered ", rows.size(),

@@ -17,11 +17,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "pulsesync/v1/sync.pb.h"
+#include "server/storage/pg_session.h"
 
 namespace pulsesync {
 
-class PgSession;
-struct PreparedStatement;
+
 
 struct ApplyLimits {
   uint32_t max_batch_revisions = 1000;
@@ -46,8 +46,12 @@ std::string HlcText(int64_t physical_ms, uint32_t counter, absl::string_view ori
 // Applies `revisions` in one transaction and returns one result per
 // revision, in order. kUnavailable / kAborted / kUnknown from the database
 // mean nothing is known to have been applied; the call may be retried as is.
+// `identity` is who the merge runs as: the caller's role and claims, so the
+// synced tables' Row Level Security decides what it may write (an empty
+// identity runs as the server's own role).
 absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
-    PgSession& session, const std::vector<v1::Revision>& revisions, const ApplyLimits& limits);
+    PgSession& session, const std::vector<v1::Revision>& revisions, const ApplyLimits& limits,
+    const TxIdentity& identity = {});
 
 // Statements this module prepares on every connection.
 std::vector<PreparedStatement> RevisionApplierStatements();

@@ -30,6 +30,17 @@ absl::StatusOr<TeamScope> TeamScope::ForUser(PgSession& session, const std::stri
   return scope;
 }
 
+absl::StatusOr<TeamScope> TeamScope::For(PgSession& session, const Principal& principal) {
+  if (principal.trusted() || principal.role == "service_role") return Unrestricted();
+  if (principal.user_id.empty()) {
+    // anon: no team at all.
+    TeamScope scope;
+    scope.user_id_ = "";
+    return scope;
+  }
+  return ForUser(session, principal.user_id);
+}
+
 TeamScope TeamScope::ForUserWithTeams(std::string user_id, absl::flat_hash_set<std::string> teams) {
   TeamScope scope;
   scope.user_id_ = std::move(user_id);

@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "server/core/feed_hub.h"
+#include "server/core/principal.h"
 
 namespace pulsesync {
 
@@ -28,6 +29,8 @@ class TeamScope {
   // Reads the user's current memberships. kInvalidArgument if `user_id` is
   // not a UUID; kUnavailable if the database is down.
   static absl::StatusOr<TeamScope> ForUser(PgSession& session, const std::string& user_id);
+  // Unrestricted for a trusted principal or service_role, else ForUser.
+  static absl::StatusOr<TeamScope> For(PgSession& session, const Principal& principal);
   // For tests.
   static TeamScope ForUserWithTeams(std::string user_id, absl::flat_hash_set<std::string> teams);
 

@@ -11,14 +11,15 @@
 
 namespace pulsesync {
 
-ChangeStreamReactor::ChangeStreamReactor(grpc::CallbackServerContext* context,
-                                         const v1::StreamChangesRequest* request,
+ChangeStreamReactor::ChangeStreamReactor(const v1::StreamChangesRequest* request,
                                          WorkerPool* pool, FeedHub* hub,
+                                         absl::StatusOr<Principal> principal,
                                          ChangeStreamOptions options)
-    : pool_(pool), hub_(hub), options_(options), request_(*request) {
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find(kUserIdMetadata);
-  if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
+    : pool_(pool),
+      hub_(hub),
+      options_(options),
+      request_(*request),
+      principal_(std::move(principal)) {
   listening_ = hub_->AddListener(this);
 
   absl::StatusOr<Cursor> cursor = DecodeCursor(request_.cursor());
@@ -28,6 +29,8 @@ ChangeStreamReactor::ChangeStreamReactor(grpc::CallbackServerContext* context,
     if (!listening_) {
       FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               "server shutting down: resume from your last cursor"));
+    } else if (!principal_.ok()) {
+      FinishWith(ToGrpcStatus(principal_.status()));
     } else if (!cursor.ok()) {
       FinishWith(ToGrpcStatus(cursor.status()));
     } else {
@@ -97,13 +100,9 @@ void ChangeStreamReactor::StartJob() {
       if (compiled.ok()) filter = std::move(*compiled);
     }
     if (status.ok()) {
-      if (user_id_.empty()) {
-        scope = TeamScope::Unrestricted();
-      } else {
-        absl::StatusOr<TeamScope> s = TeamScope::ForUser(session, user_id_);
-        status = s.status();
-        if (s.ok()) scope = std::move(*s);
-      }
+      absl::StatusOr<TeamScope> s = TeamScope::For(session, *principal_);
+      status = s.status();
+      if (s.ok()) scope = std::move(*s);
     }
     FeedHub* const hub = hub_;  // outlives the reactor, which may be gone below
     CompleteJob([&] {

@@ -45,6 +45,7 @@
 #include "server/core/change_filter.h"
 #include "server/core/cursor.h"
 #include "server/core/feed_hub.h"
+#include "server/core/principal.h"
 #include "server/core/team_scope.h"
 
 namespace pulsesync {
@@ -60,15 +61,11 @@ struct ChangeStreamOptions {
   size_t max_message_bytes = 64 << 10;
 };
 
-// Metadata key naming the calling user until JWT auth replaces it.
-inline constexpr char kUserIdMetadata[] = "x-pulsesync-user-id";
-
 class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChangesResponse>,
                                   private FeedHub::Listener {
  public:
-  ChangeStreamReactor(grpc::CallbackServerContext* context,
-                      const v1::StreamChangesRequest* request, WorkerPool* pool, FeedHub* hub,
-                      ChangeStreamOptions options);
+  ChangeStreamReactor(const v1::StreamChangesRequest* request, WorkerPool* pool, FeedHub* hub,
+                      absl::StatusOr<Principal> principal, ChangeStreamOptions options);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -101,7 +98,7 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   FeedHub* const hub_;
   const ChangeStreamOptions options_;
   const v1::StreamChangesRequest request_;
-  std::string user_id_;  // from metadata; empty = trusted
+  const absl::StatusOr<Principal> principal_;
 
   absl::Mutex mu_;
   Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kStarting;

@@ -77,6 +77,7 @@ struct SyncServer::Impl {
   ServerConfig config;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<FeedHub> hub;
+  std::unique_ptr<Authenticator> auth;
   std::unique_ptr<SyncServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
@@ -125,7 +126,9 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.notify_after_apply = config.feed_notify;
   options.notify_channel = hub_options.notify_channel;
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
-  impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(), options);
+  impl->auth = std::make_unique<MetadataAuthenticator>();
+  impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
+                                                    impl->auth.get(), options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -33,20 +33,19 @@ void SnapshotLimiter::CancelAll() {
   for (SnapshotReactor* r : running_) r->Cancel();
 }
 
-SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
-                                 const v1::SnapshotRequest* request, WorkerPool* pool,
-                                 SnapshotLimiter* limiter)
-    : request_(*request), limiter_(limiter) {
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find(kUserIdMetadata);
-  if (it != metadata.end()) user_id_.assign(it->second.data(), it->second.size());
-  limited_ = limiter_->TryAdd(this);
+SnapshotReactor::SnapshotReactor(const v1::SnapshotRequest* request, WorkerPool* pool,
+                                 SnapshotLimiter* limiter, absl::StatusOr<Principal> principal)
+    : request_(*request), limiter_(limiter), principal_(std::move(principal)) {
+  limited_ = principal_.ok() && limiter_->TryAdd(this);
   if (!limited_) {
     {
       absl::MutexLock lock(&mu_);
       produced_ = true;
-      error_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            "too many snapshots in progress (or shutting down): retry with backoff");
+      error_ = !principal_.ok()
+                   ? ToGrpcStatus(principal_.status())
+                   : grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                  "too many snapshots in progress (or shutting down): retry "
+                                  "with backoff");
     }
     Pump();
     return;
@@ -61,13 +60,11 @@ SnapshotReactor::SnapshotReactor(grpc::CallbackServerContext* context,
     options.rows_per_chunk = request_.rows_per_message();
     options.include_deleted = request_.include_deleted();
     absl::Status status;
-    if (!user_id_.empty()) {
-      absl::StatusOr<TeamScope> scope = TeamScope::ForUser(session, user_id_);
-      status = scope.status();
-      if (scope.ok()) {
-        options.restricted = true;
-        options.teams = scope->teams();
-      }
+    absl::StatusOr<TeamScope> scope = TeamScope::For(session, *principal_);
+    status = scope.status();
+    if (scope.ok() && scope->restricted()) {
+      options.restricted = true;
+      options.teams = scope->teams();
     }
     absl::StatusOr<std::string> cursor = std::string();
     if (!status.ok()) {

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
+#include "server/core/principal.h"
 
 namespace pulsesync {
 
@@ -43,8 +44,8 @@ class SnapshotLimiter {
 
 class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotResponse> {
  public:
-  SnapshotReactor(grpc::CallbackServerContext* context, const v1::SnapshotRequest* request,
-                  WorkerPool* pool, SnapshotLimiter* limiter);
+  SnapshotReactor(const v1::SnapshotRequest* request, WorkerPool* pool,
+                  SnapshotLimiter* limiter, absl::StatusOr<Principal> principal);
 
   // Stops the worker's read (it aborts its transaction) and ends the call.
   void Cancel();
@@ -64,7 +65,7 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotRespon
   const v1::SnapshotRequest request_;
   SnapshotLimiter* const limiter_;
   bool limited_ = false;  // counted by limiter_; set in the constructor
-  std::string user_id_;
+  const absl::StatusOr<Principal> principal_;
 
   absl::Mutex mu_;
   std::deque<v1::SnapshotResponse> queue_ ABSL_GUARDED_BY(mu_);

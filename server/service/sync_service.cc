@@ -8,6 +8,7 @@
 #include "server/core/change_feed.h"
 #include "server/core/database_info.h"
 #include "server/core/feed_hub.h"
+#include "server/core/team_scope.h"
 #include "server/service/change_stream.h"
 #include "server/service/snapshot_stream.h"
 #include <pqxx/pqxx>
@@ -35,9 +36,25 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options)
+MetadataLookup MetadataOf(const grpc::ServerContextBase* context) {
+  return [context](absl::string_view key) -> std::optional<std::string> {
+    const auto& metadata = context->client_metadata();
+    auto it = metadata.find(grpc::string_ref(key.data(), key.size()));
+    if (it == metadata.end()) return std::nullopt;
+    return std::string(it->second.data(), it->second.size());
+  };
+}
+
+absl::StatusOr<Principal> SyncServiceImpl::Authenticate(
+    const grpc::CallbackServerContext* context) const {
+  return auth_->Authenticate(MetadataOf(context));
+}
+
+SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, const Authenticator* auth,
+                                 SyncServiceOptions options)
     : pool_(pool),
       hub_(hub),
+      auth_(auth),
       options_(std::move(options)),
       snapshots_(std::make_unique<SnapshotLimiter>(options_.max_concurrent_snapshots)) {}
 
@@ -47,28 +64,36 @@ void SyncServiceImpl::CancelSnapshots() { snapshots_->CancelAll(); }
 
 grpc::ServerWriteReactor<v1::SnapshotResponse>* SyncServiceImpl::Snapshot(
     grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) {
-  return new SnapshotReactor(context, request, pool_, snapshots_.get());
+  return new SnapshotReactor(request, pool_, snapshots_.get(), Authenticate(context));
 }
 
 grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(
     grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) {
-  return new ChangeStreamReactor(context, request, pool_, hub_, ChangeStreamOptions());
+  return new ChangeStreamReactor(request, pool_, hub_, Authenticate(context),
+                                 ChangeStreamOptions());
 }
 
 grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
     grpc::CallbackServerContext* context, const v1::ApplyRevisionsRequest* request,
     v1::ApplyRevisionsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> principal = Authenticate(context);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   absl::StatusOr<std::vector<v1::Revision>> revisions =
       DecodeRevisions(*request, options_.apply_limits);
   if (!revisions.ok()) {
     reactor->Finish(ToGrpcStatus(revisions.status()));
     return reactor;
   }
+  TxIdentity identity{principal->role, principal->claims_json};
   RunOnWorker(pool_, reactor,
-              [this, response, revisions = std::move(*revisions)](PgSession& s) -> absl::Status {
+              [this, response, identity = std::move(identity),
+               revisions = std::move(*revisions)](PgSession& s) -> absl::Status {
                 absl::StatusOr<std::vector<v1::RevisionResult>> results =
-                    ApplyRevisionBatch(s, revisions, options_.apply_limits);
+                    ApplyRevisionBatch(s, revisions, options_.apply_limits, identity);
                 if (!results.ok()) {
                   LogWarning("apply failed",
                              {{"revisions", static_cast<int64_t>(revisions.size())},
@@ -114,13 +139,31 @@ grpc::ServerUnaryReactor* SyncServiceImpl::PullChanges(grpc::CallbackServerConte
                                                        const v1::PullChangesRequest* request,
                                                        v1::PullChangesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> principal = Authenticate(context);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   uint32_t limit = request->limit() == 0 ? options_.default_pull_limit : request->limit();
   if (limit > options_.max_pull_limit) limit = options_.max_pull_limit;
   const bool brotli = request->accept_encoding() == v1::PAYLOAD_ENCODING_BROTLI;
   RunOnWorker(pool_, reactor,
-              [request, response, limit, brotli](PgSession& s) -> absl::Status {
+              [request, response, limit, brotli,
+               principal = std::move(*principal)](PgSession& s) -> absl::Status {
+                absl::StatusOr<TeamScope> scope = TeamScope::For(s, principal);
+                if (!scope.ok()) return scope.status();
                 absl::StatusOr<PullPage> page = ReadChanges(s, request->cursor(), limit);
                 if (!page.ok()) return page.status();
+                if (scope->restricted()) {
+                  // The same rule as the stream's, in the same order: the
+                  // cursor moves past what the caller may not see.
+                  std::shared_ptr<FeedBatch> batch =
+                      MakeFeedBatch(std::move(page->changes), page->next_cursor);
+                  page->changes.clear();
+                  for (FeedEvent& e : batch->events) {
+                    if (scope->Admit(e)) page->changes.push_back(std::move(e.change));
+                  }
+                }
                 response->set_next_cursor(std::move(page->next_cursor));
                 response->set_has_more(page->has_more);
                 if (brotli && !page->changes.empty()) {

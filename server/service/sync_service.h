@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
+#include "server/core/principal.h"
 #include "server/core/revision_applier.h"
 
 namespace pulsesync {
@@ -35,12 +36,16 @@ struct SyncServiceOptions {
 };
 
 // absl::Status codes are gRPC's codes one to one.
+// The caller's principal from its request metadata.
+MetadataLookup MetadataOf(const grpc::ServerContextBase* context);
+
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class SyncServiceImpl final : public v1::SyncService::CallbackService {
  public:
-  // `pool` and `hub` must outlive the service.
-  SyncServiceImpl(WorkerPool* pool, FeedHub* hub, SyncServiceOptions options);
+  // `pool`, `hub` and `auth` must outlive the service.
+  SyncServiceImpl(WorkerPool* pool, FeedHub* hub, const Authenticator* auth,
+                  SyncServiceOptions options);
   ~SyncServiceImpl() override;
 
   // Ends running snapshots (UNAVAILABLE) and refuses new ones: call before
@@ -62,8 +67,11 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
       grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
 
  private:
+  absl::StatusOr<Principal> Authenticate(const grpc::CallbackServerContext* context) const;
+
   WorkerPool* const pool_;
   FeedHub* const hub_;
+  const Authenticator* const auth_;
   const SyncServiceOptions options_;
   std::unique_ptr<SnapshotLimiter> snapshots_;
 };

@@ -123,6 +123,22 @@ absl::Status PgSession::EnsureConnected() {
 }
 
 absl::Status PgSession::RunTransaction(
+    TxMode mode, const TxIdentity& identity,
+    const std::function<absl::Status(pqxx::transaction_base&)>& body) {
+  if (identity.role.empty()) return RunTransaction(mode, body);
+  if (identity.role != "anon" && identity.role != "authenticated" &&
+      identity.role != "service_role") {
+    return absl::PermissionDeniedError(
+        absl::StrCat("role \"", identity.role, "\" is not one a request may take"));
+  }
+  return RunTransaction(mode, [&](pqxx::transaction_base& tx) -> absl::Status {
+    tx.exec_params("SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                   identity.role, identity.claims_json);
+    return body(tx);
+  });
+}
+
+absl::Status PgSession::RunTransaction(
     TxMode mode, const std::function<absl::Status(pqxx::transaction_base&)>& body) {
   bool reconnected = false;
   for (int attempt = 1;; ++attempt) {

@@ -39,6 +39,14 @@ struct PgSessionOptions {
   int max_transaction_attempts = 3;
 };
 
+// Who the transaction runs as (PostgREST style): `role` is set with
+// set_config('role', ..., true) and `claims_json` as request.jwt.claims,
+// both transaction-local. An empty role keeps the session's own role.
+struct TxIdentity {
+  std::string role;
+  std::string claims_json;
+};
+
 enum class TxMode {
   kReadWrite,           // READ COMMITTED, read-write
   kRepeatableReadOnly,  // REPEATABLE READ, read-only: one snapshot throughout
@@ -69,6 +77,10 @@ class PgSession {
   // retries ran out; kUnknown when the connection broke during COMMIT (the
   // transaction may or may not have committed); body's own errors as is.
   absl::Status RunTransaction(TxMode mode,
+                              const std::function<absl::Status(pqxx::transaction_base&)>& body);
+  // The same, as `identity` (see TxIdentity). Only the Supabase roles anon,
+  // authenticated and service_role are accepted (kPermissionDenied else).
+  absl::Status RunTransaction(TxMode mode, const TxIdentity& identity,
                               const std::function<absl::Status(pqxx::transaction_base&)>& body);
 
   // Opens the connection now if it is not open. kUnavailable on failure.

@@ -361,7 +361,7 @@ TEST_F(StreamE2eTest, OnlyTheSubscribersTeamsAndRemovalTakesEffectMidStream) {
   // A malformed user id is refused.
   StreamCollector bad(stub.get(), req, "not-a-uuid");
   ASSERT_TRUE(bad.WaitForEnd());
-  EXPECT_EQ(bad.status().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad.status().error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 TEST_F(StreamE2eTest, AWriteThroughOneReplicaIsStreamedByAnother) {
