@@ -12,7 +12,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 postgresql-contrib
-  procps iproute2 util-linux
+  procps iproute2 util-linux openssl
 )
 
 missing=()

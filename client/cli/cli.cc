@@ -11,13 +11,15 @@
 #include "client/core/subscriber.h"
 #include "client/core/sync_engine.h"
 #include "client/store/local_store.h"
+#include "client/store/payload_crypto.h"
 #include "common/status_macros.h"
 
 namespace pulsesync {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] [--user=ID] COMMAND [ARGS]
+    R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT] [--user=ID]
+                 COMMAND [ARGS]
 
 commands:
   init                          create the database (idempotent); print the origin id
@@ -30,6 +32,9 @@ commands:
   sync --follow [--no-snapshot] keep the database in sync (live feed, pushes)
                                 until SIGINT/SIGTERM; print what happens
   status                        print origin id, pending count, cursor, server
+                                (and payload_key when payloads are encrypted)
+  keygen --out=PATH             write a new random payload key to PATH (mode
+                                0600, never overwritten); print its key id
   watch [OPTIONS]               print the server's change feed as JSON lines
                                 until SIGINT/SIGTERM (no database needed):
         --table=T               only this table (repeatable)
@@ -45,6 +50,12 @@ FIELD:=JSON takes a raw JSON value, e.g. title:='"null"'.
 
 flags (before the command):
   --db=PATH          database file (env PULSESYNC_DB, default pulsesync.db)
+  --key-file=PATH    encrypt revision payloads at rest (AES-256-GCM) with the
+                     key in PATH (owner-only permissions; from `keygen`).
+                     Repeat to rotate: the first encrypts, all decrypt, and
+                     opening the database re-encrypts old payloads with the
+                     first. Without it: env PULSESYNC_DB_KEY (hex or base64;
+                     several keys separated by ',', the first encrypts).
   --server=HOST:PORT server address (env PULSESYNC_SERVER, else the last one
                      used by this database, else 127.0.0.1:50051)
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
@@ -58,6 +69,7 @@ constexpr int kExitUsage = 2;
 
 struct GlobalFlags {
   std::string db;
+  std::vector<std::string> key_files;  // the first is current
   std::string server;  // empty = not given by flag or env
   std::string token;
   std::string user_id;
@@ -88,6 +100,8 @@ absl::StatusOr<std::unique_ptr<LocalStore>> OpenStore(const GlobalFlags& flags,
   LocalStoreOptions options;
   options.create_if_missing = create;
   options.clock = env.clock;
+  PS_ASSIGN_OR_RETURN(Keyring keyring, LoadKeyring(flags.key_files, env.db_key_env));
+  if (!keyring.empty()) options.keyring = std::make_shared<const Keyring>(std::move(keyring));
   absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(flags.db, options);
   if (!create && store.status().code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(
@@ -390,9 +404,30 @@ int RunFollow(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* s
   return kExitOk;
 }
 
+// keygen --out=PATH: a new key, written owner-only; stdout gets its key id
+// (the id stored with every payload it encrypts), never the key.
+int RunKeygen(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  std::string path;
+  for (const std::string& a : args) {
+    if (absl::StartsWith(a, "--out=") && path.empty()) {
+      path = a.substr(6);
+    } else {
+      return Usage(err, absl::StrCat("keygen: unexpected argument \"", a, "\""));
+    }
+  }
+  if (path.empty()) return Usage(err, "keygen needs --out=PATH");
+  absl::StatusOr<SecretKey> key = SecretKey::Generate();
+  if (!key.ok()) return Fail(err, key.status());
+  absl::Status st = WriteNewKeyFile(path, *key);
+  if (!st.ok()) return Fail(err, st);
+  out << DeriveKeyId(*key) << "\n";
+  return kExitOk;
+}
+
 int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::string& command,
                std::vector<std::string> args, std::ostream& out, std::ostream& err) {
   if (command == "watch") return RunWatch(flags, env, args, out, err);
+  if (command == "keygen") return RunKeygen(args, out, err);
   bool follow = false;
   bool follow_snapshot = true;
   if (command == "sync") {
@@ -500,6 +535,7 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
         << "pending: " << s->pending_revisions << "\n"
         << "cursor: " << ShortCursor(s->cursor) << "\n"
         << "server: " << server << "\n";
+    if (!store->payload_key_id().empty()) out << "payload_key: " << store->payload_key_id() << "\n";
   }
   return kExitOk;
 }
@@ -608,6 +644,9 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
     }
     if (absl::StartsWith(a, "--db=")) {
       flags.db = a.substr(5);
+    } else if (absl::StartsWith(a, "--key-file=")) {
+      flags.key_files.push_back(a.substr(11));
+      if (flags.key_files.back().empty()) return Usage(err, "--key-file must not be empty");
     } else if (absl::StartsWith(a, "--server=")) {
       flags.server = a.substr(9);
     } else if (absl::StartsWith(a, "--token=")) {

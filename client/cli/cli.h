@@ -2,7 +2,13 @@
 // the real environment and a GrpcTransport factory, so tests can run every
 // command against a fake transport.
 //
-//   pulsesync [--db=PATH] [--server=HOST:PORT] [--token=JWT] [--user=ID] COMMAND [ARGS]
+//   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT]
+//             [--user=ID] COMMAND [ARGS]
+//
+// Encryption at rest: with --key-file (repeatable; the first encrypts, all
+// decrypt) or else PULSESYNC_DB_KEY, revision payloads are stored
+// AES-256-GCM encrypted (client/store/payload_crypto.h); a database with
+// encrypted payloads needs the key for sync. `keygen` makes a key file.
 //
 // Output formats (stdout), for scripts:
 //   init                          the origin id
@@ -14,7 +20,10 @@
 //   sync                          "pushed N (applied A, duplicate D, rejected R),
 //                                  pulled P (applied X, skipped Y)"
 //   status                        "key: value" lines: origin_id, pending,
-//                                 cursor, server
+//                                 cursor, server, and payload_key (the
+//                                 current key id) when a key is configured
+//   keygen --out=PATH             the new key's id (the key goes to PATH,
+//                                 mode 0600; an existing PATH is an error)
 //   watch [--table=T]... [--event=insert|update|delete]... [--filter=COL=OP.VAL]...
 //         [--from-now | --cursor=C] [--checkpoints]
 //                                 follows the feed without a database; one
@@ -102,6 +111,9 @@ struct CliEnvironment {
   std::string server_env;
   std::string token_env;
   std::string user_env;
+  // Value of PULSESYNC_DB_KEY ("" = unset): payload keys, used when no
+  // --key-file is given.
+  std::string db_key_env;
   // Makes the transport for `sync` and `watch`; required for those only.
   std::function<std::unique_ptr<Transport>(const TransportConfig& config)> make_transport;
   // Ends `watch` and `sync --follow`; required for those only.

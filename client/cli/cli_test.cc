@@ -1,5 +1,6 @@
 #include "client/cli/cli.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,7 +16,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/core/fake_feed_transport.h"
+#include "absl/strings/match.h"
 #include "client/store/local_store.h"
+#include "client/store/payload_crypto.h"
+#include "client/store/sqlite.h"
 #include "common/brotli_codec.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
@@ -85,6 +89,7 @@ class FakeServer {
   std::vector<std::pair<std::string, std::string>> snapshot_teams;
   int apply_calls = 0;
   std::string last_address, last_token;
+  std::vector<std::string> payloads;  // of every revision received
 
   class Conn : public Transport {
    public:
@@ -102,6 +107,7 @@ class FakeServer {
       }
       v1::ApplyRevisionsResponse response;
       for (const v1::Revision& r : batch.revisions()) {
+        s_->payloads.push_back(r.payload());
         v1::RevisionResult* res = response.add_results();
         res->set_revision_id(r.id());
         res->set_outcome(v1::RevisionResult::OUTCOME_APPLIED);
@@ -587,6 +593,138 @@ TEST_F(CliFeedTest, SyncFollowReportsDisconnectsWithTheRetryDelay) {
       << out_.lines()[0];
   interrupt_.Trigger();
   EXPECT_EQ(Join(), 0);
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+// --- Encryption at rest: keygen, --key-file, PULSESYNC_DB_KEY ---
+
+class CliKeyTest : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    key_ = db_ + ".key";
+    std::remove(key_.c_str());
+  }
+  void TearDown() override {
+    std::remove(key_.c_str());
+    CliTest::TearDown();
+  }
+  std::vector<std::string> RawPayloads() {
+    absl::StatusOr<sqlite::SqliteDb> db = sqlite::SqliteDb::Open(db_, false);
+    EXPECT_TRUE(db.ok());
+    std::vector<std::string> out;
+    if (!db.ok()) return out;
+    absl::StatusOr<sqlite::Statement> st = db->Prepare("SELECT payload FROM revisions ORDER BY seq");
+    while (st.ok() && st->Step().value_or(false)) out.push_back(st->ColumnText(0));
+    return out;
+  }
+  std::string key_;
+};
+
+TEST_F(CliKeyTest, KeygenWritesAnOwnerOnlyKeyAndNeverOverwrites) {
+  const std::string id = Line(MustRun({"keygen", "--out=" + key_}));
+  EXPECT_EQ(id.size(), 17u);
+  EXPECT_EQ(id[0], 'k');
+  struct stat info;
+  ASSERT_EQ(::stat(key_.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0600u);
+  absl::StatusOr<SecretKey> key = ReadKeyFile(key_);
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(DeriveKeyId(*key), id);
+
+  Result again = Run({"keygen", "--out=" + key_});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_EQ(again.err, "error: key file " + key_ + " already exists; refusing to overwrite it\n");
+  EXPECT_EQ(DeriveKeyId(*ReadKeyFile(key_)), id);
+  EXPECT_EQ(Run({"keygen"}).code, 2);
+  EXPECT_EQ(Run({"keygen", "extra"}).code, 2);
+}
+
+TEST_F(CliKeyTest, AKeyFileEncryptsPayloadsAndSyncSendsPlaintext) {
+  const std::string id = Line(MustRun({"keygen", "--out=" + key_}));
+  const std::string flag = "--key-file=" + key_;
+  MustRun({flag, "init"});
+  const std::string team = Line(MustRun({flag, "create", "team", "name=Clandestine"}));
+  for (const std::string& p : RawPayloads()) {
+    EXPECT_TRUE(absl::StartsWith(p, "enc1:" + id + ":")) << p;
+    EXPECT_FALSE(absl::StrContains(p, "Clandestine")) << p;
+  }
+  EXPECT_NE(MustRun({flag, "status"}).find("payload_key: " + id + "\n"), std::string::npos);
+  // Reads of the synced tables need no key (they are not encrypted).
+  EXPECT_TRUE(absl::StrContains(MustRun({"get", "team", team}), "Clandestine"));
+
+  // Without the key the database cannot sync: nothing leaves, not even
+  // ciphertext.
+  Result no_key = Run({"sync"});
+  EXPECT_EQ(no_key.code, 1);
+  EXPECT_TRUE(absl::StrContains(no_key.err, "no key is configured")) << no_key.err;
+  EXPECT_TRUE(absl::StrContains(no_key.err, "(1 revision(s) still pending)")) << no_key.err;
+  EXPECT_TRUE(server_.payloads.empty());
+
+  MustRun({flag, "sync"});
+  ASSERT_EQ(server_.payloads.size(), 1u);
+  absl::StatusOr<JsonValue> sent = ParseJson(server_.payloads[0]);
+  ASSERT_TRUE(sent.ok()) << server_.payloads[0];
+  EXPECT_EQ(sent->Find("name")->text(), "Clandestine");
+}
+
+TEST_F(CliKeyTest, TheEnvironmentKeyIsUsedWhenNoKeyFileIsGiven) {
+  SecretKey key = *SecretKey::Generate();
+  env_.db_key_env = key.ToHex();
+  MustRun({"init"});
+  MustRun({"create", "team", "name=FromEnv"});
+  std::vector<std::string> raw = RawPayloads();
+  ASSERT_EQ(raw.size(), 1u);
+  EXPECT_EQ(EnvelopeKeyId(raw[0]), DeriveKeyId(key));
+  MustRun({"sync"});
+  ASSERT_EQ(server_.payloads.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(server_.payloads[0], "FromEnv"));
+
+  env_.db_key_env = "not-a-key";
+  Result bad = Run({"status"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_TRUE(absl::StartsWith(bad.err, "error: PULSESYNC_DB_KEY (key 1): not a payload key"))
+      << bad.err;
+}
+
+TEST_F(CliKeyTest, RotatingWithTwoKeyFilesReencryptsOldPayloads) {
+  const std::string old_key = key_ + ".old";
+  std::remove(old_key.c_str());
+  const std::string old_id = Line(MustRun({"keygen", "--out=" + old_key}));
+  const std::string new_id = Line(MustRun({"keygen", "--out=" + key_}));
+  MustRun({"--key-file=" + old_key, "init"});
+  MustRun({"--key-file=" + old_key, "create", "team", "name=Before"});
+  EXPECT_EQ(EnvelopeKeyId(RawPayloads().at(0)), old_id);
+
+  MustRun({"--key-file=" + key_, "--key-file=" + old_key, "create", "team", "name=After"});
+  for (const std::string& p : RawPayloads()) EXPECT_EQ(EnvelopeKeyId(p), new_id) << p;
+  MustRun({"--key-file=" + key_, "sync"});  // the old key is no longer needed
+  ASSERT_EQ(server_.payloads.size(), 2u);
+  EXPECT_TRUE(absl::StrContains(server_.payloads[0], "Before"));
+  std::remove(old_key.c_str());
+}
+
+TEST_F(CliKeyTest, KeyFileProblemsAreOneLineErrors) {
+  MustRun({"init"});
+  Result missing = Run({"--key-file=" + key_, "status"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_TRUE(absl::StartsWith(missing.err, "error: cannot open key file " + key_))
+      << missing.err;
+
+  MustRun({"keygen", "--out=" + key_});
+  ASSERT_EQ(::chmod(key_.c_str(), 0644), 0);
+  Result open = Run({"--key-file=" + key_, "status"});
+  EXPECT_EQ(open.code, 1);
+  EXPECT_EQ(open.err, "error: key file " + key_ +
+                          " is accessible by group or others (mode 0644); it must be readable "
+                          "by its owner only: chmod 600 " +
+                          key_ + "\n");
+  EXPECT_EQ(Run({"--key-file=", "status"}).code, 2);
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   env.server_env = Env("PULSESYNC_SERVER");
   env.token_env = Env("PULSESYNC_TOKEN");
   env.user_env = Env("PULSESYNC_USER_ID");
+  env.db_key_env = Env("PULSESYNC_DB_KEY");
   env.interrupt = &interrupt;
   env.make_transport = [](const pulsesync::TransportConfig& config) {
     pulsesync::GrpcTransportOptions options;

@@ -15,6 +15,8 @@
 
 #include "absl/synchronization/notification.h"
 #include "client/core/fake_feed_transport.h"
+#include "client/store/payload_crypto.h"
+#include "client/store/sqlite.h"
 #include "common/brotli_codec.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
@@ -640,6 +642,89 @@ TEST(SyncEngineConversionTest, DeleteRevisionsAndChangesRoundTrip) {
   c.set_table("tasks");
   EXPECT_EQ(FromProto(c).event, ChangeEvent::kDelete);
   EXPECT_EQ(FromProto(c).table, "tasks");
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+// Encryption at rest: the server gets plaintext JSON, never ciphertext, and
+// a payload that does not decrypt stops the push before anything is sent.
+class EncryptedSyncEngineTest : public SyncEngineTest {
+ protected:
+  void SetUp() override {
+    SyncEngineTest::SetUp();
+    auto ring = std::make_shared<Keyring>();
+    ASSERT_TRUE(ring->AddKey("k1", *SecretKey::FromBytes(std::string(kPayloadKeyBytes, 'k'))).ok());
+    store_.reset();
+    LocalStoreOptions options;
+    options.keyring = ring;
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(path_, options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  sqlite::SqliteDb Raw() {
+    absl::StatusOr<sqlite::SqliteDb> db = sqlite::SqliteDb::Open(path_, false);
+    EXPECT_TRUE(db.ok());
+    EXPECT_TRUE(db->Exec("PRAGMA busy_timeout = 1000").ok());
+    return *std::move(db);
+  }
+};
+
+TEST_F(EncryptedSyncEngineTest, PushSendsPlaintextJsonWhileTheDiskHoldsCiphertext) {
+  JsonValue fields = JsonValue::Object();
+  fields.Set("name", JsonValue::String("Project Nightjar"));
+  absl::StatusOr<std::string> id = store_->Create("team", fields);
+  ASSERT_TRUE(id.ok()) << id.status();
+  {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st = db.Prepare("SELECT payload FROM revisions");
+    ASSERT_TRUE(st.ok() && st->Step().value_or(false));
+    EXPECT_TRUE(IsEncryptedPayload(st->ColumnText(0))) << st->ColumnText(0);
+    EXPECT_EQ(st->ColumnText(0).find("Nightjar"), std::string::npos);
+  }
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(transport_.pushed_batches.size(), 1u);
+  ASSERT_EQ(transport_.pushed_batches[0].size(), 1u);
+  const std::string& payload = transport_.pushed_batches[0][0].payload();
+  EXPECT_FALSE(IsEncryptedPayload(payload)) << payload;
+  absl::StatusOr<JsonValue> json = ParseJson(payload);
+  ASSERT_TRUE(json.ok()) << payload;
+  EXPECT_EQ(json->Find("name")->text(), "Project Nightjar");
+  EXPECT_EQ(Pending(), 0);
+}
+
+TEST_F(EncryptedSyncEngineTest, ATamperedPayloadFailsThePushAndMarksNothingSynced) {
+  CreateTeams(3);
+  {
+    sqlite::SqliteDb db = Raw();
+    // Flip one base64 character of the second revision's ciphertext.
+    ASSERT_TRUE(db.Exec("UPDATE revisions SET payload = substr(payload, 1, length(payload) - 5) || "
+                        "CASE substr(payload, length(payload) - 4, 1) WHEN 'A' THEN 'B' ELSE 'A' "
+                        "END || substr(payload, length(payload) - 3) WHERE seq = 2")
+                    .ok());
+  }
+  SyncEngine engine(store_.get(), &transport_);
+  absl::StatusOr<PushSummary> summary = engine.Push();
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kDataLoss) << summary.status();
+  EXPECT_NE(summary.status().message().find("failed authentication"), std::string::npos)
+      << summary.status();
+  EXPECT_TRUE(transport_.pushed_batches.empty());  // nothing, not even the good ones
+  EXPECT_EQ(Pending(), 3);
+  {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st =
+        db.Prepare("SELECT count(*) FROM revisions WHERE synced = 1 OR outcome IS NOT NULL");
+    ASSERT_TRUE(st.ok() && st->Step().value_or(false));
+    EXPECT_EQ(st->ColumnInt64(0), 0);
+  }
+  // Sync (push, then pull) fails the same way.
+  EXPECT_EQ(engine.Sync().status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(transport_.pushed_batches.empty());
 }
 
 }  // namespace

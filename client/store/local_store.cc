@@ -288,15 +288,112 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
     }
     origin = sel.ColumnText(0);
   }
-  return std::unique_ptr<LocalStore>(new LocalStore(std::move(db), clock, origin, created));
+  std::shared_ptr<const Keyring> keyring = std::move(options.keyring);
+  if (keyring != nullptr && keyring->empty()) keyring.reset();
+  std::unique_ptr<LocalStore> store(
+      new LocalStore(std::move(db), clock, origin, created, std::move(keyring)));
+  if (store->keyring_ != nullptr && options.reencrypt_on_open) {
+    PS_ASSIGN_OR_RETURN(ReencryptSummary summary, store->ReencryptPayloads());
+    if (summary.rewritten > 0 || summary.failed > 0) {
+      LogInfo("re-encrypted revision payloads",
+              {{"key_id", store->keyring_->current_key_id()},
+               {"rewritten", summary.rewritten},
+               {"failed", summary.failed}});
+    }
+  }
+  return store;
 }
 
 LocalStore::LocalStore(SqliteDb db, const WallClock& clock, std::string origin_id,
-                       bool newly_created)
+                       bool newly_created, std::shared_ptr<const Keyring> keyring)
     : db_(std::move(db)),
       clock_(clock),
+      keyring_(std::move(keyring)),
       origin_id_(std::move(origin_id)),
       newly_created_(newly_created) {}
+
+// --- Encryption at rest (invariants 10-12) ---
+
+absl::StatusOr<std::string> LocalStore::SealPayload(absl::string_view revision_id,
+                                                    absl::string_view object_type,
+                                                    absl::string_view object_id,
+                                                    absl::string_view plaintext) const {
+  if (keyring_ == nullptr) return std::string(plaintext);
+  return keyring_->Encrypt(plaintext, PayloadAad(revision_id, object_type, object_id));
+}
+
+absl::StatusOr<std::string> LocalStore::OpenPayload(absl::string_view revision_id,
+                                                    absl::string_view object_type,
+                                                    absl::string_view object_id,
+                                                    std::string stored) const {
+  if (!IsEncryptedPayload(stored)) return stored;  // written before encryption was on
+  if (keyring_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the payload of revision ", revision_id, " is encrypted (key id \"",
+        EnvelopeKeyId(stored), "\") and no key is configured (--key-file or ", kDbKeyEnvVar,
+        ")"));
+  }
+  absl::StatusOr<std::string> plain =
+      keyring_->Decrypt(stored, PayloadAad(revision_id, object_type, object_id));
+  if (!plain.ok()) {
+    return absl::Status(plain.status().code(),
+                        absl::StrCat("revision ", revision_id, " (", object_type, " ", object_id,
+                                     "): ", plain.status().message()));
+  }
+  return plain;
+}
+
+std::string LocalStore::payload_key_id() const {
+  return keyring_ != nullptr ? keyring_->current_key_id() : std::string();
+}
+
+absl::StatusOr<ReencryptSummary> LocalStore::ReencryptPayloads() {
+  ReencryptSummary summary;
+  if (keyring_ == nullptr) return summary;
+  const std::string current_prefix =
+      absl::StrCat(kPayloadEnvelopePrefix, keyring_->current_key_id(), ":");
+  const std::string stale = "FROM revisions WHERE substr(payload, 1, ?1) != ?2";
+  absl::MutexLock lock(&mu_);
+  {
+    // Most opens find nothing to do: only then take the write lock.
+    PS_ASSIGN_OR_RETURN(Statement count, db_.Prepare(absl::StrCat("SELECT count(*) ", stale)));
+    PS_RETURN_IF_ERROR(count.BindInt64(1, static_cast<int64_t>(current_prefix.size())));
+    PS_RETURN_IF_ERROR(count.BindText(2, current_prefix));
+    PS_ASSIGN_OR_RETURN(bool row, count.Step());
+    if (!row || count.ColumnInt64(0) == 0) return summary;
+  }
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat(
+                                         "SELECT id, object_type, object_id, payload ", stale)));
+  PS_RETURN_IF_ERROR(sel.BindInt64(1, static_cast<int64_t>(current_prefix.size())));
+  PS_RETURN_IF_ERROR(sel.BindText(2, current_prefix));
+  std::vector<std::pair<std::string, std::string>> rewrites;  // revision id, new payload
+  while (true) {
+    PS_ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) break;
+    const std::string id = sel.ColumnText(0);
+    const std::string type = sel.ColumnText(1);
+    const std::string object = sel.ColumnText(2);
+    absl::StatusOr<std::string> plain = OpenPayload(id, type, object, sel.ColumnText(3));
+    if (!plain.ok()) {
+      LogWarning("cannot re-encrypt a revision payload", {{"status", plain.status()}});
+      ++summary.failed;
+      continue;
+    }
+    PS_ASSIGN_OR_RETURN(std::string sealed, SealPayload(id, type, object, *plain));
+    rewrites.emplace_back(id, std::move(sealed));
+  }
+  PS_ASSIGN_OR_RETURN(Statement upd, db_.Prepare("UPDATE revisions SET payload = ? WHERE id = ?"));
+  for (const auto& [id, payload] : rewrites) {
+    upd.Reset();
+    PS_RETURN_IF_ERROR(upd.BindText(1, payload));
+    PS_RETURN_IF_ERROR(upd.BindText(2, id));
+    PS_RETURN_IF_ERROR(upd.Run());
+  }
+  PS_RETURN_IF_ERROR(txn.Commit());
+  summary.rewritten = static_cast<int64_t>(rewrites.size());
+  return summary;
+}
 
 LocalStore::~LocalStore() = default;
 
@@ -342,7 +439,9 @@ absl::Status LocalStore::WriteRevision(StateRow* state, const ObjectTypeDef& typ
   PS_RETURN_IF_ERROR(st.BindText(3, object_id));
   PS_RETURN_IF_ERROR(st.BindText(4, origin_id_));
   PS_RETURN_IF_ERROR(st.BindInt64(5, state->next_seq));
-  PS_RETURN_IF_ERROR(st.BindText(6, payload));
+  PS_ASSIGN_OR_RETURN(std::string stored,
+                      SealPayload(revision_id, type.object_type, object_id, payload));
+  PS_RETURN_IF_ERROR(st.BindText(6, stored));
   PS_RETURN_IF_ERROR(st.BindInt64(7, clock_.NowMs()));
   PS_RETURN_IF_ERROR(st.BindText(8, op == RevisionOp::kDelete ? kOpDelete : kOpUpsert));
   PS_RETURN_IF_ERROR(st.BindInt64(9, base_version));
@@ -614,7 +713,8 @@ absl::StatusOr<std::vector<PendingRevision>> LocalStore::PendingRevisions(int li
     r.origin_id = st.ColumnText(3);
     r.seq = st.ColumnInt64(4);
     r.op = st.ColumnText(5) == kOpDelete ? RevisionOp::kDelete : RevisionOp::kUpsert;
-    r.payload = st.ColumnText(6);
+    PS_ASSIGN_OR_RETURN(r.payload,
+                        OpenPayload(r.id, r.object_type, r.object_id, st.ColumnText(6)));
     r.created_at_ms = st.ColumnInt64(7);
     r.base_version = st.ColumnInt64(8);
     r.schema_version = static_cast<int>(st.ColumnInt64(9));
@@ -682,7 +782,7 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   bool has_pending = false;
   {
     PS_ASSIGN_OR_RETURN(Statement pend,
-                        db_.Prepare("SELECT payload FROM revisions WHERE object_type = ? AND "
+                        db_.Prepare("SELECT id, payload FROM revisions WHERE object_type = ? AND "
                                     "object_id = ? AND synced = 0"));
     PS_RETURN_IF_ERROR(pend.BindText(1, def->object_type));
     PS_RETURN_IF_ERROR(pend.BindText(2, id));
@@ -690,7 +790,10 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
       PS_ASSIGN_OR_RETURN(bool row, pend.Step());
       if (!row) break;
       has_pending = true;
-      absl::StatusOr<JsonValue> payload = ParseJson(pend.ColumnText(0));
+      // Invariant 11: a payload that does not decrypt fails the whole page.
+      PS_ASSIGN_OR_RETURN(std::string text, OpenPayload(pend.ColumnText(0), def->object_type, id,
+                                                        pend.ColumnText(1)));
+      absl::StatusOr<JsonValue> payload = ParseJson(text);
       if (payload.ok()) {
         for (const JsonValue::Member& m : payload->members()) kept.insert(m.first);
       }
@@ -802,11 +905,15 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
                   "payload, created_at, synced, op, base_version, schema_version, hlc_ms, "
                   "hlc_counter, server_version, outcome) "
                   "VALUES (?, ?, ?, ?, 0, ?, ?, 1, ?, ?, ?, ?, ?, ?, 'remote')"));
-  PS_RETURN_IF_ERROR(rev.BindText(1, change.revision_id.empty() ? NewUuid() : change.revision_id));
+  const std::string revision_id = change.revision_id.empty() ? NewUuid() : change.revision_id;
+  PS_ASSIGN_OR_RETURN(std::string stored,
+                      SealPayload(revision_id, def->object_type, id,
+                                  hard_delete ? absl::string_view("{}") : absl::string_view(change.new_record)));
+  PS_RETURN_IF_ERROR(rev.BindText(1, revision_id));
   PS_RETURN_IF_ERROR(rev.BindText(2, def->object_type));
   PS_RETURN_IF_ERROR(rev.BindText(3, id));
   PS_RETURN_IF_ERROR(rev.BindText(4, change.origin_id));
-  PS_RETURN_IF_ERROR(rev.BindText(5, hard_delete ? std::string("{}") : change.new_record));
+  PS_RETURN_IF_ERROR(rev.BindText(5, stored));
   PS_RETURN_IF_ERROR(rev.BindInt64(
       6, change.commit_timestamp_ms != 0 ? change.commit_timestamp_ms : clock_.NowMs()));
   const bool is_delete = change.event == ChangeEvent::kDelete;

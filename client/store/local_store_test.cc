@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/match.h"
+#include "client/store/payload_crypto.h"
 #include "client/store/sqlite.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
@@ -48,6 +50,8 @@ class LocalStoreTest : public ::testing::Test {
     store_.reset();
     LocalStoreOptions options;
     options.clock = &clock_;
+    options.keyring = keyring_;
+    options.reencrypt_on_open = reencrypt_on_open_;
     absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(path_, options);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
@@ -98,8 +102,45 @@ class LocalStoreTest : public ::testing::Test {
     return c;
   }
 
+  // Raw revisions.payload of one revision.
+  std::string RawPayload(const std::string& revision_id) {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st = db.Prepare("SELECT payload FROM revisions WHERE id = ?");
+    EXPECT_TRUE(st.ok() && st->BindText(1, revision_id).ok());
+    absl::StatusOr<bool> row = st->Step();
+    EXPECT_TRUE(row.ok() && *row) << revision_id;
+    return row.ok() && *row ? st->ColumnText(0) : "";
+  }
+  void SetRawPayload(const std::string& revision_id, const std::string& payload) {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st =
+        db.Prepare("UPDATE revisions SET payload = ? WHERE id = ?");
+    ASSERT_TRUE(st.ok());
+    ASSERT_TRUE(st->BindText(1, payload).ok());
+    ASSERT_TRUE(st->BindText(2, revision_id).ok());
+    ASSERT_TRUE(st->Run().ok());
+  }
+  std::vector<std::string> AllRawPayloads() {
+    sqlite::SqliteDb db = Raw();
+    absl::StatusOr<sqlite::Statement> st = db.Prepare("SELECT payload FROM revisions ORDER BY id");
+    std::vector<std::string> out;
+    while (st.ok() && st->Step().value_or(false)) out.push_back(st->ColumnText(0));
+    return out;
+  }
+  static std::shared_ptr<const Keyring> Ring(
+      std::vector<std::pair<std::string, char>> keys) {  // id, fill byte; the first is current
+    auto ring = std::make_shared<Keyring>();
+    for (const auto& [id, fill] : keys) {
+      EXPECT_TRUE(
+          ring->AddKey(id, *SecretKey::FromBytes(std::string(kPayloadKeyBytes, fill))).ok());
+    }
+    return ring;
+  }
+
   FakeClock clock_;
   std::string path_;
+  std::shared_ptr<const Keyring> keyring_;
+  bool reencrypt_on_open_ = true;
   std::unique_ptr<LocalStore> store_;
 };
 
@@ -672,6 +713,203 @@ TEST_F(LocalStoreTest, LocalWriteListenerRunsAfterEachCommittedWrite) {
   store_->SetLocalWriteListener(nullptr);
   CreateTeam("C");
   EXPECT_EQ(calls, 3);
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+// --- Encryption at rest (invariants 10-12) ---
+
+TEST_F(LocalStoreTest, EncryptedPayloadsOnDiskHoldNoFieldValues) {
+  keyring_ = Ring({{"k1", 'a'}});
+  Reopen();
+  EXPECT_EQ(store_->payload_key_id(), "k1");
+  const std::string team = CreateTeam("Zanzibar Heist Planning");
+  ASSERT_TRUE(store_->Update("team", team, Json(R"({"name":"Operation Quokka"})")).ok());
+  ASSERT_TRUE(store_->Delete("team", team).ok());
+
+  std::vector<std::string> raw = AllRawPayloads();
+  ASSERT_EQ(raw.size(), 3u);
+  for (const std::string& p : raw) {
+    EXPECT_TRUE(absl::StartsWith(p, "enc1:k1:")) << p;
+    EXPECT_FALSE(absl::StrContains(p, "Zanzibar")) << p;
+    EXPECT_FALSE(absl::StrContains(p, "Quokka")) << p;
+    EXPECT_FALSE(absl::StrContains(p, "created_at")) << p;
+    EXPECT_FALSE(absl::StrContains(p, "{")) << p;
+  }
+  // The push side sees the plaintext.
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 3u);
+  EXPECT_EQ(Json((*pending)[0].payload).Find("name")->text(), "Zanzibar Heist Planning");
+  EXPECT_EQ((*pending)[1].payload, R"({"name":"Operation Quokka"})");
+  EXPECT_EQ((*pending)[2].payload, "{}");
+  // The synced table itself stays plaintext (the spec encrypts payloads).
+  EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Operation Quokka");
+}
+
+TEST_F(LocalStoreTest, PulledRevisionsAreRecordedEncrypted) {
+  keyring_ = Ring({{"k1", 'a'}});
+  Reopen();
+  const std::string team = NewUuid();
+  const std::string rev = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(team, 2, "Remote Walrus", rev)}, "c1").ok());
+  const std::string raw = RawPayload(rev);
+  EXPECT_TRUE(absl::StartsWith(raw, "enc1:k1:")) << raw;
+  EXPECT_FALSE(absl::StrContains(raw, "Walrus"));
+  EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Remote Walrus");
+}
+
+TEST_F(LocalStoreTest, ACiphertextMovedToAnotherRevisionRowDoesNotDecrypt) {
+  keyring_ = Ring({{"k1", 'a'}});
+  Reopen();
+  CreateTeam("First");
+  CreateTeam("Second");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 2u);
+  const std::string first = (*pending)[0].id;
+  const std::string second = (*pending)[1].id;
+  // Same key, valid ciphertext, wrong row: the associated data differs.
+  SetRawPayload(second, RawPayload(first));
+  pending = store_->PendingRevisions(10);
+  EXPECT_EQ(pending.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(pending.status().message(), "revision " + second))
+      << pending.status();
+  EXPECT_TRUE(absl::StrContains(pending.status().message(), "failed authentication"))
+      << pending.status();
+}
+
+TEST_F(LocalStoreTest, ATamperedPayloadFailsThePushReadAndTheRemoteApply) {
+  keyring_ = Ring({{"k1", 'a'}});
+  Reopen();
+  const std::string team = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(team, 1, "Original")}, "c1").ok());
+  ASSERT_TRUE(store_->Update("team", team, Json(R"({"name":"Local edit"})")).ok());
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 1u);
+  const std::string rev = pending->front().id;
+  std::string raw = RawPayload(rev);
+  raw[raw.size() - 6] = raw[raw.size() - 6] == 'A' ? 'B' : 'A';
+  SetRawPayload(rev, raw);
+
+  pending = store_->PendingRevisions(10);
+  EXPECT_EQ(pending.status().code(), absl::StatusCode::kDataLoss) << pending.status();
+
+  // A newer server version of that object must merge with the pending
+  // fields, which cannot be read: the page fails and nothing moves.
+  const std::string other = NewUuid();
+  absl::StatusOr<ApplyChangesSummary> applied = store_->ApplyRemoteChanges(
+      {TeamChange(other, 1, "Unrelated"), TeamChange(team, 2, "Server rename")}, "c2");
+  EXPECT_EQ(applied.status().code(), absl::StatusCode::kDataLoss) << applied.status();
+  EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Local edit");
+  EXPECT_FALSE(store_->Get("team", other)->has_value());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "c1");
+  EXPECT_EQ(*store_->PendingCount(), 1);
+}
+
+TEST_F(LocalStoreTest, PlaintextPayloadsFromBeforeEncryptionStayReadable) {
+  CreateTeam("Written in the clear");
+  ASSERT_EQ(Json(AllRawPayloads().at(0)).Find("name")->text(), "Written in the clear");
+
+  keyring_ = Ring({{"k1", 'a'}});
+  reencrypt_on_open_ = false;
+  Reopen();
+  EXPECT_FALSE(IsEncryptedPayload(AllRawPayloads().at(0)));
+  CreateTeam("Written encrypted");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ(Json((*pending)[0].payload).Find("name")->text(), "Written in the clear");
+  EXPECT_EQ(Json((*pending)[1].payload).Find("name")->text(), "Written encrypted");
+
+  // Opening with re-encryption (the default) leaves no plaintext behind.
+  reencrypt_on_open_ = true;
+  Reopen();
+  for (const std::string& p : AllRawPayloads()) EXPECT_TRUE(absl::StartsWith(p, "enc1:k1:")) << p;
+  pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  EXPECT_EQ(Json((*pending)[0].payload).Find("name")->text(), "Written in the clear");
+}
+
+TEST_F(LocalStoreTest, RotationReadsOldPayloadsAndMovesThemToTheNewKey) {
+  keyring_ = Ring({{"old", '1'}});
+  Reopen();
+  CreateTeam("Before rotation");
+
+  // New key first (current), old key kept: everything readable, and Open
+  // moved the old payloads to the new key.
+  keyring_ = Ring({{"new", '2'}, {"old", '1'}});
+  Reopen();
+  CreateTeam("After rotation");
+  for (const std::string& p : AllRawPayloads()) EXPECT_TRUE(absl::StartsWith(p, "enc1:new:")) << p;
+
+  // So the old key can now be dropped.
+  keyring_ = Ring({{"new", '2'}});
+  Reopen();
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ(Json((*pending)[0].payload).Find("name")->text(), "Before rotation");
+}
+
+TEST_F(LocalStoreTest, WithoutReencryptionOldKeyPayloadsNeedTheOldKey) {
+  keyring_ = Ring({{"old", '1'}});
+  Reopen();
+  CreateTeam("Old key");
+  reencrypt_on_open_ = false;
+  keyring_ = Ring({{"new", '2'}, {"old", '1'}});
+  Reopen();
+  CreateTeam("New key");
+  std::vector<std::string> raw = AllRawPayloads();
+  int old_count = 0;
+  for (const std::string& p : raw) old_count += EnvelopeKeyId(p) == "old" ? 1 : 0;
+  EXPECT_EQ(old_count, 1);
+  ASSERT_TRUE(store_->PendingRevisions(10).ok());
+
+  keyring_ = Ring({{"new", '2'}});
+  Reopen();
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  EXPECT_EQ(pending.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(pending.status().message(), "unknown key id \"old\""))
+      << pending.status();
+}
+
+TEST_F(LocalStoreTest, EncryptedPayloadsAreNeverHandedOutWithoutAKey) {
+  keyring_ = Ring({{"k1", 'a'}});
+  Reopen();
+  CreateTeam("Secret");
+  keyring_ = nullptr;
+  Reopen();
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  EXPECT_EQ(pending.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(pending.status().message(), "no key is configured"))
+      << pending.status();
+}
+
+TEST_F(LocalStoreTest, ReencryptionLeavesPayloadsThatDoNotDecryptAlone) {
+  keyring_ = Ring({{"old", '1'}});
+  Reopen();
+  CreateTeam("Good");
+  CreateTeam("Doomed");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 2u);
+  const std::string doomed = (*pending)[1].id;
+  std::string raw = RawPayload(doomed);
+  raw[raw.size() - 3] = raw[raw.size() - 3] == 'A' ? 'B' : 'A';
+  SetRawPayload(doomed, raw);
+
+  keyring_ = Ring({{"new", '2'}, {"old", '1'}});
+  Reopen();  // Open succeeds: the bad payload is reported when it is needed
+  EXPECT_EQ(RawPayload(doomed), raw);
+  EXPECT_TRUE(absl::StartsWith(RawPayload((*pending)[0].id), "enc1:new:"));
+  absl::StatusOr<ReencryptSummary> again = store_->ReencryptPayloads();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rewritten, 0);
+  EXPECT_EQ(again->failed, 1);
+  EXPECT_EQ(store_->PendingRevisions(10).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace
