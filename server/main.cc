@@ -50,6 +50,13 @@ ABSL_FLAG(int, feed_page_limit, 1000, "changes per read of the change log by the
 ABSL_FLAG(absl::Duration, log_retention, absl::Hours(24 * 30),
           "delete change-log rows older than this (e.g. 720h; 0 keeps them forever); "
           "clients with older cursors re-snapshot");
+ABSL_FLAG(std::string, jwt_secret,
+          EnvOr("PULSESYNC_JWT_SECRET", EnvOr("SUPABASE_JWT_SECRET", "").c_str()),
+          "HS256 secret of the Supabase project (env PULSESYNC_JWT_SECRET or SUPABASE_JWT_SECRET)");
+ABSL_FLAG(std::string, jwks_file, EnvOr("PULSESYNC_JWKS_FILE", ""),
+          "JWKS document with the public keys (RS256/ES256) tokens are verified with");
+ABSL_FLAG(std::string, jwt_audience, "authenticated", "required aud claim (empty: not checked)");
+ABSL_FLAG(std::string, jwt_issuer, "", "required iss claim (empty: not checked)");
 ABSL_FLAG(bool, feed_notify, true,
           "NOTIFY the other replicas after applying revisions (else they poll)");
 
@@ -83,6 +90,10 @@ int main(int argc, char** argv) {
   config.feed_poll_interval = absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_feed_poll_ms)));
   config.feed_notify = absl::GetFlag(FLAGS_feed_notify);
   config.log_retention = absl::GetFlag(FLAGS_log_retention);
+  config.jwt_secret = absl::GetFlag(FLAGS_jwt_secret);
+  config.jwks_file = absl::GetFlag(FLAGS_jwks_file);
+  config.jwt_audience = absl::GetFlag(FLAGS_jwt_audience);
+  config.jwt_issuer = absl::GetFlag(FLAGS_jwt_issuer);
   config.feed_page_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_feed_page_limit)));
   config.feed_ring_batches = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_feed_ring_batches)));
 

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace pulsesync {
 
@@ -25,6 +26,8 @@ struct Principal {
   std::string role;
   std::string user_id;      // the token's sub; empty for anon/service_role
   std::string claims_json;  // what request.jwt.claims holds
+  // When the credentials stop being valid; long calls (streams) end then.
+  absl::Time expires = absl::InfiniteFuture();
 
   bool trusted() const { return role.empty(); }
   static Principal Trusted() { return Principal(); }

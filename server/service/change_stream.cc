@@ -249,6 +249,13 @@ bool ChangeStreamReactor::NextFromSource() {
 
 ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
   if (finished_ || write_in_flight_) return Action::kNone;
+  // A stream outlives no token: it ends when the caller's credentials
+  // expire (the hub's polls re-check idle streams), and the client resumes
+  // from its cursor with a fresh token.
+  if (principal_.ok() && absl::Now() >= principal_->expires) {
+    FinishWith(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                            "token expired: resume from your last cursor with a fresh token"));
+  }
   if (finish_.has_value()) return Action::kFinish;
   if (jobs_ > 0) return Action::kNone;
   while (true) {

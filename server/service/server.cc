@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -16,6 +17,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/change_feed.h"
 #include "server/core/feed_hub.h"
+#include "server/core/jwt_authenticator.h"
+#include "common/jwt.h"
 #include "server/core/migrator.h"
 #include "server/service/sync_service.h"
 #include "server/storage/pg_session.h"
@@ -62,6 +65,31 @@ void SetDefaultConnectTimeout() {
   // A PostgreSQL that is down must not hang workers: libpq waits forever
   // by default. An explicit connect_timeout in the URL still wins.
   setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
+}
+
+absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerConfig& config) {
+  if (config.jwt_secret.empty() && config.jwks_file.empty()) {
+    LogWarning("no JWT secret or JWKS configured: development mode, calls are not authenticated "
+               "(x-pulsesync-user-id names the user; without it a call is trusted)");
+    return std::unique_ptr<Authenticator>(new MetadataAuthenticator());
+  }
+  JwtVerifierOptions options;
+  if (!config.jwt_secret.empty()) options.hs256_secrets.push_back(config.jwt_secret);
+  if (!config.jwks_file.empty()) {
+    std::ifstream in(config.jwks_file);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read JWKS file ", config.jwks_file));
+    options.jwks_json.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  options.audiences.clear();
+  if (!config.jwt_audience.empty()) options.audiences.push_back(config.jwt_audience);
+  options.issuer = config.jwt_issuer;
+  PS_ASSIGN_OR_RETURN(std::unique_ptr<JwtVerifier> verifier, JwtVerifier::Create(options));
+  LogInfo("authenticating calls with JWTs",
+          {{"hs256", !config.jwt_secret.empty()},
+           {"jwks_keys", static_cast<int64_t>(verifier->jwks_key_count())},
+           {"audience", config.jwt_audience}});
+  return std::unique_ptr<Authenticator>(
+      new JwtAuthenticator(std::shared_ptr<const JwtVerifier>(std::move(verifier))));
 }
 
 }  // namespace
@@ -126,7 +154,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.notify_after_apply = config.feed_notify;
   options.notify_channel = hub_options.notify_channel;
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
-  impl->auth = std::make_unique<MetadataAuthenticator>();
+  PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);
 
