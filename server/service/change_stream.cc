@@ -14,12 +14,14 @@ namespace pulsesync {
 ChangeStreamReactor::ChangeStreamReactor(const v1::StreamChangesRequest* request,
                                          WorkerPool* pool, FeedHub* hub,
                                          absl::StatusOr<Principal> principal,
+                                         std::unique_ptr<PrincipalLimits::StreamLease> lease,
                                          ChangeStreamOptions options)
     : pool_(pool),
       hub_(hub),
       options_(options),
       request_(*request),
-      principal_(std::move(principal)) {
+      principal_(std::move(principal)),
+      lease_(std::move(lease)) {
   listening_ = hub_->AddListener(this);
 
   absl::StatusOr<Cursor> cursor = DecodeCursor(request_.cursor());

@@ -47,6 +47,7 @@
 #include "server/core/feed_hub.h"
 #include "server/core/principal.h"
 #include "server/core/team_scope.h"
+#include "server/service/principal_limits.h"
 
 namespace pulsesync {
 
@@ -64,8 +65,11 @@ struct ChangeStreamOptions {
 class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChangesResponse>,
                                   private FeedHub::Listener {
  public:
+  // `lease` holds the caller's stream slot until the reactor is gone.
   ChangeStreamReactor(const v1::StreamChangesRequest* request, WorkerPool* pool, FeedHub* hub,
-                      absl::StatusOr<Principal> principal, ChangeStreamOptions options);
+                      absl::StatusOr<Principal> principal,
+                      std::unique_ptr<PrincipalLimits::StreamLease> lease,
+                      ChangeStreamOptions options);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -99,6 +103,7 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   const ChangeStreamOptions options_;
   const v1::StreamChangesRequest request_;
   const absl::StatusOr<Principal> principal_;
+  const std::unique_ptr<PrincipalLimits::StreamLease> lease_;
 
   absl::Mutex mu_;
   Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kStarting;

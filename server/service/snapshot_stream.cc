@@ -34,8 +34,12 @@ void SnapshotLimiter::CancelAll() {
 }
 
 SnapshotReactor::SnapshotReactor(const v1::SnapshotRequest* request, WorkerPool* pool,
-                                 SnapshotLimiter* limiter, absl::StatusOr<Principal> principal)
-    : request_(*request), limiter_(limiter), principal_(std::move(principal)) {
+                                 SnapshotLimiter* limiter, absl::StatusOr<Principal> principal,
+                                 std::unique_ptr<PrincipalLimits::StreamLease> lease)
+    : request_(*request),
+      limiter_(limiter),
+      principal_(std::move(principal)),
+      lease_(std::move(lease)) {
   limited_ = principal_.ok() && limiter_->TryAdd(this);
   if (!limited_) {
     {

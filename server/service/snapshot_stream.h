@@ -9,6 +9,7 @@
 #define PULSESYNC_SERVER_SERVICE_SNAPSHOT_STREAM_H_
 
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
 #include "server/core/principal.h"
+#include "server/service/principal_limits.h"
 
 namespace pulsesync {
 
@@ -45,7 +47,8 @@ class SnapshotLimiter {
 class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotResponse> {
  public:
   SnapshotReactor(const v1::SnapshotRequest* request, WorkerPool* pool,
-                  SnapshotLimiter* limiter, absl::StatusOr<Principal> principal);
+                  SnapshotLimiter* limiter, absl::StatusOr<Principal> principal,
+                  std::unique_ptr<PrincipalLimits::StreamLease> lease);
 
   // Stops the worker's read (it aborts its transaction) and ends the call.
   void Cancel();
@@ -66,6 +69,7 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<v1::SnapshotRespon
   SnapshotLimiter* const limiter_;
   bool limited_ = false;  // counted by limiter_; set in the constructor
   const absl::StatusOr<Principal> principal_;
+  const std::unique_ptr<PrincipalLimits::StreamLease> lease_;
 
   absl::Mutex mu_;
   std::deque<v1::SnapshotResponse> queue_ ABSL_GUARDED_BY(mu_);

@@ -56,7 +56,20 @@ SyncServiceImpl::SyncServiceImpl(WorkerPool* pool, FeedHub* hub, const Authentic
       hub_(hub),
       auth_(auth),
       options_(std::move(options)),
-      snapshots_(std::make_unique<SnapshotLimiter>(options_.max_concurrent_snapshots)) {}
+      snapshots_(std::make_unique<SnapshotLimiter>(options_.max_concurrent_snapshots)),
+      limits_(std::make_unique<PrincipalLimits>(options_.principal_limits)) {}
+
+absl::StatusOr<Principal> SyncServiceImpl::AuthenticateStream(
+    const grpc::CallbackServerContext* context,
+    std::unique_ptr<PrincipalLimits::StreamLease>* lease) {
+  absl::StatusOr<Principal> principal = Authenticate(context);
+  if (!principal.ok()) return principal;
+  absl::StatusOr<std::unique_ptr<PrincipalLimits::StreamLease>> slot =
+      limits_->AcquireStream(*principal);
+  if (!slot.ok()) return slot.status();
+  *lease = std::move(*slot);
+  return principal;
+}
 
 SyncServiceImpl::~SyncServiceImpl() = default;
 
@@ -64,12 +77,17 @@ void SyncServiceImpl::CancelSnapshots() { snapshots_->CancelAll(); }
 
 grpc::ServerWriteReactor<v1::SnapshotResponse>* SyncServiceImpl::Snapshot(
     grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) {
-  return new SnapshotReactor(request, pool_, snapshots_.get(), Authenticate(context));
+  std::unique_ptr<PrincipalLimits::StreamLease> lease;
+  absl::StatusOr<Principal> principal = AuthenticateStream(context, &lease);
+  return new SnapshotReactor(request, pool_, snapshots_.get(), std::move(principal),
+                             std::move(lease));
 }
 
 grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(
     grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) {
-  return new ChangeStreamReactor(request, pool_, hub_, Authenticate(context),
+  std::unique_ptr<PrincipalLimits::StreamLease> lease;
+  absl::StatusOr<Principal> principal = AuthenticateStream(context, &lease);
+  return new ChangeStreamReactor(request, pool_, hub_, std::move(principal), std::move(lease),
                                  ChangeStreamOptions());
 }
 
@@ -86,6 +104,12 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
       DecodeRevisions(*request, options_.apply_limits);
   if (!revisions.ok()) {
     reactor->Finish(ToGrpcStatus(revisions.status()));
+    return reactor;
+  }
+  const absl::Status charged =
+      limits_->ChargeRevisions(*principal, static_cast<int64_t>(revisions->size()));
+  if (!charged.ok()) {
+    reactor->Finish(ToGrpcStatus(charged));
     return reactor;
   }
   TxIdentity identity{principal->role, principal->claims_json};

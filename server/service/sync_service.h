@@ -17,6 +17,7 @@
 #include "pulsesync/v1/sync.grpc.pb.h"
 #include "server/core/principal.h"
 #include "server/core/revision_applier.h"
+#include "server/service/principal_limits.h"
 
 namespace pulsesync {
 
@@ -33,6 +34,7 @@ struct SyncServiceOptions {
   bool notify_after_apply = true;
   std::string notify_channel = "pulsesync_feed";
   int max_concurrent_snapshots = 2;  // each holds a worker for its whole read
+  PrincipalLimitOptions principal_limits;
 };
 
 // absl::Status codes are gRPC's codes one to one.
@@ -68,12 +70,16 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
 
  private:
   absl::StatusOr<Principal> Authenticate(const grpc::CallbackServerContext* context) const;
+  // The caller, and a stream slot for it (or the error that refuses the call).
+  absl::StatusOr<Principal> AuthenticateStream(const grpc::CallbackServerContext* context,
+                                               std::unique_ptr<PrincipalLimits::StreamLease>* lease);
 
   WorkerPool* const pool_;
   FeedHub* const hub_;
   const Authenticator* const auth_;
   const SyncServiceOptions options_;
   std::unique_ptr<SnapshotLimiter> snapshots_;
+  std::unique_ptr<PrincipalLimits> limits_;
 };
 
 }  // namespace pulsesync

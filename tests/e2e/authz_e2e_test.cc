@@ -181,6 +181,64 @@ TEST_F(AuthzE2eTest, PullSnapshotAndSqlAgreeOnWhatAUserSees) {
   EXPECT_TRUE(teams_seen.count(team_a_) && teams_seen.count(team_b_));
 }
 
+TEST_F(AuthzE2eTest, OneUserCannotOpenUnboundedStreams) {
+  constexpr int kLimit = 32;  // PrincipalLimitOptions::max_streams
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::StreamChangesResponse>>> readers;
+  v1::StreamChangesRequest req;
+  req.set_from_now(true);
+  for (int i = 0; i < kLimit; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->AddMetadata("x-pulsesync-user-id", user_b_);
+    readers.push_back(stub_->StreamChanges(contexts.back().get(), req));
+    v1::StreamChangesResponse first;
+    ASSERT_TRUE(readers.back()->Read(&first)) << "stream " << i;  // live checkpoint
+  }
+  grpc::ClientContext over;
+  over.AddMetadata("x-pulsesync-user-id", user_b_);
+  auto refused = stub_->StreamChanges(&over, req);
+  v1::StreamChangesResponse msg;
+  EXPECT_FALSE(refused->Read(&msg));
+  grpc::Status s = refused->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("too many open streams"));
+
+  // Another user is not affected; closing a stream frees a slot.
+  grpc::ClientContext other;
+  other.AddMetadata("x-pulsesync-user-id", user_a_);
+  auto a_stream = stub_->StreamChanges(&other, req);
+  ASSERT_TRUE(a_stream->Read(&msg));
+  contexts[0]->TryCancel();
+  while (readers[0]->Read(&msg)) {
+  }
+  (void)readers[0]->Finish();
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        grpc::ClientContext again;
+        again.AddMetadata("x-pulsesync-user-id", user_b_);
+        again.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        auto r = stub_->StreamChanges(&again, req);
+        v1::StreamChangesResponse m;
+        const bool ok = r->Read(&m);
+        again.TryCancel();
+        while (r->Read(&m)) {
+        }
+        (void)r->Finish();
+        return ok;
+      },
+      absl::Seconds(20)));
+  other.TryCancel();
+  while (a_stream->Read(&msg)) {
+  }
+  (void)a_stream->Finish();
+  for (size_t i = 1; i < contexts.size(); ++i) {
+    contexts[i]->TryCancel();
+    while (readers[i]->Read(&msg)) {
+    }
+    (void)readers[i]->Finish();
+  }
+}
+
 TEST_F(AuthzE2eTest, BadCredentialsAreUnauthenticated) {
   grpc::Status status;
   ApplyAs("not-a-uuid", {Upsert("task", NewUuid(), "{}")}, &status);
