@@ -69,12 +69,19 @@ absl::StatusOr<std::string> ReadSnapshot(
         }
 
         const std::string teams = UuidArray(options.teams);
+        const std::string users = UuidArray(options.visible_users);
         const int64_t limit = options.rows_per_chunk == 0 ? 500 : options.rows_per_chunk;
         for (const TableInfo* t : chosen) {
           std::string filter;
           if (!options.include_deleted) filter += " AND NOT t.deleted";
-          const bool scoped = options.restricted && !t->team_column.empty();
-          if (scoped) absl::StrAppend(&filter, " AND t.", t->team_column, " = ANY($3::uuid[])");
+          // Team tables by team; the users table by who the caller may see.
+          const bool by_team = options.restricted && !t->team_column.empty();
+          const bool by_user = options.restricted && t->team_column.empty() &&
+                               t->object_type == "user";
+          const bool scoped = by_team || by_user;
+          if (by_team) absl::StrAppend(&filter, " AND t.", t->team_column, " = ANY($3::uuid[])");
+          if (by_user) absl::StrAppend(&filter, " AND t.id = ANY($3::uuid[])");
+          const std::string& ids = by_user ? users : teams;
           // Keyset pages by id; the first page includes the smallest UUID.
           auto sql = [&](const char* op) {
             return absl::StrCat("SELECT t.id::text, to_jsonb(t)::text FROM ", t->qualified,
@@ -85,7 +92,7 @@ absl::StatusOr<std::string> ReadSnapshot(
           std::string after = "00000000-0000-0000-0000-000000000000";
           for (bool first = true;; first = false) {
             const std::string& q = first ? first_sql : next_sql;
-            const pqxx::result rows = scoped ? tx.exec_params(q, after, limit, teams)
+            const pqxx::result rows = scoped ? tx.exec_params(q, after, limit, ids)
                                              : tx.exec_params(q, after, limit);
             if (rows.empty()) break;
             SnapshotChunk chunk{t->name, t->object_type, {}};

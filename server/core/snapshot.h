@@ -31,6 +31,9 @@ struct SnapshotOptions {
   // team column are all included). `restricted` false = no limit.
   bool restricted = false;
   absl::flat_hash_set<std::string> teams;
+  // When restricted: the users rows the caller may see (themselves and
+  // their teammates), as the users policy of migration 0005 has it.
+  absl::flat_hash_set<std::string> visible_users;
 };
 
 struct SnapshotChunk {

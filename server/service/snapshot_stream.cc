@@ -69,6 +69,8 @@ SnapshotReactor::SnapshotReactor(const v1::SnapshotRequest* request, WorkerPool*
     if (scope.ok() && scope->restricted()) {
       options.restricted = true;
       options.teams = scope->teams();
+      options.visible_users = scope->teammates();
+      if (!principal_->user_id.empty()) options.visible_users.insert(principal_->user_id);
     }
     absl::StatusOr<std::string> cursor = std::string();
     if (!status.ok()) {

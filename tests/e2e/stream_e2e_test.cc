@@ -348,15 +348,19 @@ TEST_F(StreamE2eTest, OnlyTheSubscribersTeamsAndRemovalTakesEffectMidStream) {
   // Removed from the team: the removal is delivered, then nothing of it.
   ASSERT_OK(db_->Execute(absl::StrCat("DELETE FROM team_members WHERE id = '", membership, "'")));
   CreateTasks(stub.get(), 2);
-  const std::string user_row_marker = NewUuid();
-  ASSERT_OK(db_->Execute(absl::StrCat("INSERT INTO users (id, email) VALUES ('", user_row_marker,
-                                      "', 'marker@example.com')")));
+  // The marker that proves the stream moved past those tasks must be a row
+  // the users policy (users_self_or_teammate) shows this user: with no team
+  // left they have no teammates, so a new stranger's users row would
+  // (rightly) not flow; an update of their own users row does.
+  ASSERT_OK(db_->Execute(
+      absl::StrCat("UPDATE users SET display_name = 'marker' WHERE id = '", user, "'")));
   ASSERT_TRUE(stream.WaitForChanges(5));
   std::vector<v1::Change> got = stream.changes();
   ASSERT_EQ(got.size(), 5u);
   EXPECT_EQ(got[3].object_type(), "team_member");
   EXPECT_EQ(got[3].event(), v1::EVENT_TYPE_DELETE);
-  EXPECT_EQ(got[4].object_id(), user_row_marker);  // rows of no team still flow
+  EXPECT_EQ(got[4].object_type(), "user");  // their own users row still flows
+  EXPECT_EQ(got[4].object_id(), user);
 
   // A malformed user id is refused.
   StreamCollector bad(stub.get(), req, "not-a-uuid");
