@@ -57,6 +57,14 @@ ABSL_FLAG(std::string, jwks_file, EnvOr("PULSESYNC_JWKS_FILE", ""),
           "JWKS document with the public keys (RS256/ES256) tokens are verified with");
 ABSL_FLAG(std::string, jwt_audience, "authenticated", "required aud claim (empty: not checked)");
 ABSL_FLAG(std::string, jwt_issuer, "", "required iss claim (empty: not checked)");
+ABSL_FLAG(std::string, tls_cert_file, EnvOr("PULSESYNC_TLS_CERT_FILE", ""),
+          "PEM certificate chain; with --tls_key_file the server speaks TLS only "
+          "(env PULSESYNC_TLS_CERT_FILE). Without both: plaintext");
+ABSL_FLAG(std::string, tls_key_file, EnvOr("PULSESYNC_TLS_KEY_FILE", ""),
+          "PEM private key of --tls_cert_file (env PULSESYNC_TLS_KEY_FILE)");
+ABSL_FLAG(std::string, tls_client_ca_file, EnvOr("PULSESYNC_TLS_CLIENT_CA_FILE", ""),
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS) "
+          "(env PULSESYNC_TLS_CLIENT_CA_FILE)");
 ABSL_FLAG(bool, feed_notify, true,
           "NOTIFY the other replicas after applying revisions (else they poll)");
 
@@ -94,6 +102,9 @@ int main(int argc, char** argv) {
   config.jwks_file = absl::GetFlag(FLAGS_jwks_file);
   config.jwt_audience = absl::GetFlag(FLAGS_jwt_audience);
   config.jwt_issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  config.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  config.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   config.feed_page_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_feed_page_limit)));
   config.feed_ring_batches = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_feed_ring_batches)));
 

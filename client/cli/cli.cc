@@ -19,7 +19,7 @@ namespace {
 
 constexpr char kUsage[] =
     R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT] [--user=ID]
-                 COMMAND [ARGS]
+                 [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] COMMAND [ARGS]
 
 commands:
   init                          create the database (idempotent); print the origin id
@@ -60,6 +60,13 @@ flags (before the command):
                      used by this database, else 127.0.0.1:50051)
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
   --user=ID          user id sent as x-pulsesync-user-id (env PULSESYNC_USER_ID)
+  --tls-ca=PATH      connect with TLS, trusting the CA certificates in PATH (PEM)
+                     (env PULSESYNC_TLS_CA); without it the connection is plaintext
+  --tls-cert=PATH    client certificate (PEM) for servers that require one (mTLS)
+  --tls-key=PATH     its private key (PEM) (env PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY)
+  --tls-server-name=NAME
+                     name to verify the server certificate against instead of
+                     the server's host (env PULSESYNC_TLS_SERVER_NAME)
 )";
 
 // Exit codes.
@@ -73,7 +80,23 @@ struct GlobalFlags {
   std::string server;  // empty = not given by flag or env
   std::string token;
   std::string user_id;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
 };
+
+TransportConfig MakeTransportConfig(const GlobalFlags& flags, const std::string& address) {
+  TransportConfig config;
+  config.address = address;
+  config.token = flags.token;
+  config.user_id = flags.user_id;
+  config.tls_ca_file = flags.tls_ca_file;
+  config.tls_cert_file = flags.tls_cert_file;
+  config.tls_key_file = flags.tls_key_file;
+  config.tls_server_name = flags.tls_server_name;
+  return config;
+}
 
 int Fail(std::ostream& err, const absl::Status& status) {
   err << "error: " << status.message() << "\n";
@@ -139,7 +162,7 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   if (address.empty()) address = kDefaultServerAddress;
   if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
   std::unique_ptr<Transport> transport =
-      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
+      env.make_transport(MakeTransportConfig(flags, address));
   SyncEngine engine(store, transport.get());
   absl::StatusOr<SyncSummary> summary = engine.Sync();
   if (!summary.ok()) {
@@ -312,7 +335,7 @@ int RunWatch(const GlobalFlags& flags, const CliEnvironment& env,
 
   const std::string address = ServerAddress(flags, "");
   std::unique_ptr<Transport> transport =
-      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
+      env.make_transport(MakeTransportConfig(flags, address));
   absl::StatusOr<std::unique_ptr<ChangeStream>> opened = transport->StreamChanges(request);
   if (!opened.ok()) return Fail(err, opened.status());
   std::unique_ptr<ChangeStream> stream = *std::move(opened);
@@ -372,7 +395,7 @@ int RunFollow(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* s
     if (!st.ok()) return Fail(err, st);
   }
   std::unique_ptr<Transport> transport =
-      env.make_transport(TransportConfig{address, flags.token, flags.user_id});
+      env.make_transport(MakeTransportConfig(flags, address));
   SyncEngine engine(store, transport.get());
   SubscriberOptions options;
   options.initial_sync = snapshot ? InitialSync::kSnapshot : InitialSync::kLogStart;
@@ -635,6 +658,10 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   flags.server = env.server_env;
   flags.token = env.token_env;
   flags.user_id = env.user_env;
+  flags.tls_ca_file = env.tls_ca_env;
+  flags.tls_cert_file = env.tls_cert_env;
+  flags.tls_key_file = env.tls_key_env;
+  flags.tls_server_name = env.tls_server_name_env;
   size_t i = 0;
   for (; i < args.size() && absl::StartsWith(args[i], "-"); ++i) {
     const std::string& a = args[i];
@@ -653,11 +680,26 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.token = a.substr(8);
     } else if (absl::StartsWith(a, "--user=")) {
       flags.user_id = a.substr(7);
+    } else if (absl::StartsWith(a, "--tls-ca=")) {
+      flags.tls_ca_file = a.substr(9);
+    } else if (absl::StartsWith(a, "--tls-cert=")) {
+      flags.tls_cert_file = a.substr(11);
+    } else if (absl::StartsWith(a, "--tls-key=")) {
+      flags.tls_key_file = a.substr(10);
+    } else if (absl::StartsWith(a, "--tls-server-name=")) {
+      flags.tls_server_name = a.substr(18);
     } else {
       return Usage(err, absl::StrCat("unknown flag \"", a, "\""));
     }
   }
   if (flags.db.empty()) return Usage(err, "--db must not be empty");
+  if (flags.tls_cert_file.empty() != flags.tls_key_file.empty()) {
+    return Usage(err, "--tls-cert and --tls-key go together");
+  }
+  if (flags.tls_ca_file.empty() &&
+      (!flags.tls_cert_file.empty() || !flags.tls_server_name.empty())) {
+    return Usage(err, "--tls-cert, --tls-key and --tls-server-name need --tls-ca");
+  }
   if (i == args.size()) return Usage(err, "");
   const std::string command = args[i];
   return RunCommand(flags, env, command,

@@ -3,7 +3,12 @@
 // command against a fake transport.
 //
 //   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT]
-//             [--user=ID] COMMAND [ARGS]
+//             [--user=ID] [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]]
+//             [--tls-server-name=NAME] COMMAND [ARGS]
+//
+// TLS: with --tls-ca (or PULSESYNC_TLS_CA) the connection to the server is
+// TLS, verified against that CA; --tls-cert/--tls-key (PULSESYNC_TLS_CERT,
+// PULSESYNC_TLS_KEY) add a client certificate for servers that require one.
 //
 // Encryption at rest: with --key-file (repeatable; the first encrypts, all
 // decrypt) or else PULSESYNC_DB_KEY, revision payloads are stored
@@ -102,6 +107,11 @@ struct TransportConfig {
   std::string address;  // host:port
   std::string token;    // bearer token; "" = none
   std::string user_id;  // x-pulsesync-user-id; "" = none
+  // PEM files; a CA file turns TLS on (see GrpcTransportOptions). "" = none.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;  // "" = the address's host
 };
 
 struct CliEnvironment {
@@ -111,6 +121,12 @@ struct CliEnvironment {
   std::string server_env;
   std::string token_env;
   std::string user_env;
+  // Values of PULSESYNC_TLS_CA, PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY,
+  // PULSESYNC_TLS_SERVER_NAME ("" = unset).
+  std::string tls_ca_env;
+  std::string tls_cert_env;
+  std::string tls_key_env;
+  std::string tls_server_name_env;
   // Value of PULSESYNC_DB_KEY ("" = unset): payload keys, used when no
   // --key-file is given.
   std::string db_key_env;

@@ -60,11 +60,19 @@ int main(int argc, char** argv) {
   env.token_env = Env("PULSESYNC_TOKEN");
   env.user_env = Env("PULSESYNC_USER_ID");
   env.db_key_env = Env("PULSESYNC_DB_KEY");
+  env.tls_ca_env = Env("PULSESYNC_TLS_CA");
+  env.tls_cert_env = Env("PULSESYNC_TLS_CERT");
+  env.tls_key_env = Env("PULSESYNC_TLS_KEY");
+  env.tls_server_name_env = Env("PULSESYNC_TLS_SERVER_NAME");
   env.interrupt = &interrupt;
   env.make_transport = [](const pulsesync::TransportConfig& config) {
     pulsesync::GrpcTransportOptions options;
     options.bearer_token = config.token;
     options.user_id = config.user_id;
+    options.tls_ca_file = config.tls_ca_file;
+    options.tls_cert_file = config.tls_cert_file;
+    options.tls_key_file = config.tls_key_file;
+    options.tls_server_name = config.tls_server_name;
     return std::unique_ptr<pulsesync::Transport>(
         pulsesync::GrpcTransport::Create(config.address, options));
   };

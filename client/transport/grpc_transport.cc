@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/tls_files.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
 
 namespace pulsesync {
@@ -66,12 +68,44 @@ class GrpcResponseStream final : public ResponseStream<Response> {
   bool finished_ = false;   // consumer thread only
 };
 
+// Plaintext without a CA file; TLS (with a client certificate when one is
+// configured) with it. Reads and checks the files.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const GrpcTransportOptions& options) {
+  const bool has_cert = !options.tls_cert_file.empty();
+  const bool has_key = !options.tls_key_file.empty();
+  if (has_cert != has_key) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate needs both a certificate file and a key file");
+  }
+  if (options.tls_ca_file.empty()) {
+    if (has_cert || !options.tls_server_name.empty()) {
+      return absl::InvalidArgumentError(
+          "TLS client certificate or server name given without a TLS CA file");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  PS_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                      ReadPemCertificates(options.tls_ca_file, "TLS CA file"));
+  if (has_cert) {
+    PS_ASSIGN_OR_RETURN(PemKeyPair pair,
+                        ReadPemKeyPair(options.tls_cert_file, options.tls_key_file));
+    ssl.pem_cert_chain = std::move(pair.cert_chain);
+    ssl.pem_private_key = std::move(pair.private_key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
 
 struct GrpcTransport::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::SyncService::Stub> stub;
   GrpcTransportOptions options;
+  // Not OK when Create() could not make the channel; then every call
+  // returns it (channel and stub are null).
+  absl::Status setup_error;
 
   // `deadline`: infinite = none.
   void Prepare(grpc::ClientContext* context, absl::Duration deadline) const {
@@ -103,9 +137,18 @@ std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
-  return FromChannel(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args),
-      std::move(options));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(options);
+  if (!credentials.ok()) {
+    auto impl = std::make_unique<Impl>();
+    impl->options = std::move(options);
+    impl->setup_error = credentials.status();
+    return std::unique_ptr<GrpcTransport>(new GrpcTransport(std::move(impl)));
+  }
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  return FromChannel(grpc::CreateCustomChannel(address, *credentials, args), std::move(options));
 }
 
 std::unique_ptr<GrpcTransport> GrpcTransport::FromChannel(std::shared_ptr<grpc::Channel> channel,
@@ -123,6 +166,7 @@ GrpcTransport::~GrpcTransport() = default;
 
 absl::StatusOr<v1::ApplyRevisionsResponse> GrpcTransport::ApplyRevisions(
     const v1::ApplyRevisionsRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
   impl_->Prepare(&context);
   v1::ApplyRevisionsResponse response;
@@ -133,6 +177,7 @@ absl::StatusOr<v1::ApplyRevisionsResponse> GrpcTransport::ApplyRevisions(
 
 absl::StatusOr<v1::PullChangesResponse> GrpcTransport::PullChanges(
     const v1::PullChangesRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
   impl_->Prepare(&context);
   v1::PullChangesResponse response;
@@ -143,6 +188,7 @@ absl::StatusOr<v1::PullChangesResponse> GrpcTransport::PullChanges(
 
 absl::StatusOr<v1::GetServerInfoResponse> GrpcTransport::GetServerInfo(
     const v1::GetServerInfoRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
   impl_->Prepare(&context);
   v1::GetServerInfoResponse response;
@@ -153,6 +199,7 @@ absl::StatusOr<v1::GetServerInfoResponse> GrpcTransport::GetServerInfo(
 
 absl::StatusOr<std::unique_ptr<ChangeStream>> GrpcTransport::StreamChanges(
     const v1::StreamChangesRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
   auto stream = std::make_unique<GrpcResponseStream<v1::StreamChangesResponse>>();
   impl_->Prepare(stream->context(), absl::InfiniteDuration());
   stream->set_reader(impl_->stub->StreamChanges(stream->context(), request));
@@ -161,6 +208,7 @@ absl::StatusOr<std::unique_ptr<ChangeStream>> GrpcTransport::StreamChanges(
 
 absl::StatusOr<std::unique_ptr<SnapshotStream>> GrpcTransport::Snapshot(
     const v1::SnapshotRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
   auto stream = std::make_unique<GrpcResponseStream<v1::SnapshotResponse>>();
   impl_->Prepare(stream->context(), impl_->options.snapshot_deadline);
   stream->set_reader(impl_->stub->Snapshot(stream->context(), request));

@@ -46,11 +46,22 @@ struct GrpcTransportOptions {
   // channel's interval. Zero disables keepalive.
   absl::Duration keepalive_time = absl::Seconds(20);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // TLS, on channels that Create() makes. With a CA file (PEM: the roots the
+  // server's certificate must chain to) the channel speaks TLS and checks
+  // the server's certificate against the address's host; without one,
+  // plaintext. tls_cert_file and tls_key_file (PEM, both or neither; need a
+  // CA file) are this client's certificate, for servers that require one
+  // (mTLS). tls_server_name, when set, is the name checked instead of the
+  // host (e.g. when connecting by an IP address the certificate lacks).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
 };
 
 // Unary calls are blocking RPCs on one shared channel; streams use gRPC's
-// synchronous streaming API (a ClientReader per call). Channel credentials
-// are insecure for now (TLS is a later step). gRPC errors become
+// synchronous streaming API (a ClientReader per call). The channel is TLS
+// when the options name a CA file, else plaintext. gRPC errors become
 // absl::Status with the same code and message.
 //
 // Thread safety: thread-safe (gRPC stubs and channels are). Each stream is
@@ -59,7 +70,10 @@ class GrpcTransport final : public Transport {
  public:
   // A transport to `address` ("host:port"). The channel connects lazily, so
   // this never fails; an unreachable server shows up as kUnavailable from
-  // the first call.
+  // the first call. TLS files are read here: when one cannot be read
+  // (kNotFound naming it) or is not valid, or the TLS options are
+  // incomplete (kInvalidArgument), no channel is made and every call
+  // returns that error.
   static std::unique_ptr<GrpcTransport> Create(const std::string& address,
                                                GrpcTransportOptions options = {});
   // A transport over an existing channel (e.g. an in-process server's). The

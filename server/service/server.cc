@@ -1,5 +1,6 @@
 #include "server/service/server.h"
 
+#include <arpa/inet.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,9 +10,11 @@
 #include <fstream>
 #include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/tls_files.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -92,7 +95,72 @@ absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerCon
       new JwtAuthenticator(std::shared_ptr<const JwtVerifier>(std::move(verifier))));
 }
 
+// Plaintext, or TLS (optionally mTLS) from the configured PEM files. The
+// files are read and checked here, once, so that a bad one stops start-up.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerConfig& config) {
+  const bool has_cert = !config.tls_cert_file.empty();
+  const bool has_key = !config.tls_key_file.empty();
+  const bool has_client_ca = !config.tls_client_ca_file.empty();
+  if (has_cert != has_key) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls_cert_file and --tls_key_file (only one is set)");
+  }
+  if (!has_cert) {
+    if (has_client_ca) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
+    }
+    if (!IsLoopbackListenAddress(config.listen_address)) {
+      LogWarning("listening in plaintext on a non-loopback address: traffic, tokens included, "
+                 "is unencrypted; set --tls_cert_file and --tls_key_file",
+                 {{"address", config.listen_address}});
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  PS_ASSIGN_OR_RETURN(PemKeyPair pair,
+                      ReadPemKeyPair(config.tls_cert_file, config.tls_key_file));
+  grpc::SslServerCredentialsOptions options(
+      has_client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                    : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (has_client_ca) {
+    PS_ASSIGN_OR_RETURN(options.pem_root_certs,
+                        ReadPemCertificates(config.tls_client_ca_file, "TLS client CA file"));
+  }
+  options.pem_key_cert_pairs.push_back({std::move(pair.private_key), std::move(pair.cert_chain)});
+  LogInfo("serving TLS", {{"cert", config.tls_cert_file},
+                          {"client_certificates", has_client_ca ? "required" : "not requested"}});
+  return grpc::SslServerCredentials(options);
+}
+
 }  // namespace
+
+bool IsLoopbackListenAddress(const std::string& listen_address) {
+  absl::string_view address = listen_address;
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return true;
+  }
+  absl::string_view host;
+  if (absl::StartsWith(address, "[")) {
+    const size_t close = address.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = address.substr(1, close - 1);
+  } else {
+    const size_t colon = address.rfind(':');
+    host = colon == absl::string_view::npos ? address : address.substr(0, colon);
+  }
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  const std::string h(host);
+  in_addr v4;
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6);
+  }
+  return false;
+}
 
 std::string DefaultMigrationsDir() {
   std::error_code ec;
@@ -122,6 +190,8 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   if (config.database_url.empty()) {
     return absl::InvalidArgumentError("no database configured: set --database_url or DATABASE_URL");
   }
+  PS_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      MakeServerCredentials(config));
   SetDefaultConnectTimeout();
   PS_ASSIGN_OR_RETURN(std::vector<Migration> migrations, LoadConfiguredMigrations(config));
   {
@@ -161,7 +231,9 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &impl->port);
+  // Health and reflection are services of this same server, so they are
+  // served over TLS too when it is on.
+  builder.AddListeningPort(config.listen_address, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
   // The health service is a sync service; its polling threads wake this
   // often, which bounds how long Shutdown waits for them.

@@ -41,7 +41,20 @@ struct ServerConfig {
   std::string jwks_file;
   std::string jwt_audience = "authenticated";
   std::string jwt_issuer;
+  // TLS. With a certificate chain and its key (PEM files) the server speaks
+  // only TLS; with a client CA bundle as well, every client must present a
+  // certificate signed by it (mTLS). With neither, plaintext: a warning is
+  // logged unless listen_address is loopback (see IsLoopbackListenAddress).
+  // A client CA without a certificate and key is an error.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
+
+// True when `listen_address` ("host:port", "[v6]:port", "unix:path") can only
+// be reached from this machine: 127.0.0.0/8, ::1, localhost, or a Unix
+// socket. 0.0.0.0, [::] and any other host are not.
+bool IsLoopbackListenAddress(const std::string& listen_address);
 
 // The migrations directory to use when none is configured: the source tree's
 // for a build, else the installed share directory.
@@ -51,8 +64,11 @@ std::string DefaultMigrationsDir();
 // database workers. Thread-safe.
 class SyncServer {
  public:
-  // Loads the migrations, checks the schema is current (refuses to start
-  // with kFailedPrecondition if not; starts anyway, logging a warning, when
+  // Loads the TLS files (kNotFound naming a file that cannot be read,
+  // kInvalidArgument for one that does not parse, a key that does not match
+  // its certificate, or an incomplete TLS configuration), loads the
+  // migrations, checks the schema is current (refuses to start with
+  // kFailedPrecondition if not; starts anyway, logging a warning, when
   // PostgreSQL is unreachable), and starts listening.
   static absl::StatusOr<std::unique_ptr<SyncServer>> Start(const ServerConfig& config);
   ~SyncServer();  // Shutdown(5s)
