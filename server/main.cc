@@ -57,6 +57,11 @@ ABSL_FLAG(std::string, jwks_file, EnvOr("PULSESYNC_JWKS_FILE", ""),
           "JWKS document with the public keys (RS256/ES256) tokens are verified with");
 ABSL_FLAG(std::string, jwt_audience, "authenticated", "required aud claim (empty: not checked)");
 ABSL_FLAG(std::string, jwt_issuer, "", "required iss claim (empty: not checked)");
+ABSL_FLAG(int, max_streams_per_user, 32,
+          "concurrent StreamChanges and Snapshot calls one user may hold");
+ABSL_FLAG(double, revisions_per_second_per_user, 2000,
+          "sustained ApplyRevisions rate one user may use (token bucket)");
+ABSL_FLAG(double, revisions_burst_per_user, 10000, "token bucket size for that rate");
 ABSL_FLAG(std::string, tls_cert_file, EnvOr("PULSESYNC_TLS_CERT_FILE", ""),
           "PEM certificate chain; with --tls_key_file the server speaks TLS only "
           "(env PULSESYNC_TLS_CERT_FILE). Without both: plaintext");
@@ -105,6 +110,11 @@ int main(int argc, char** argv) {
   config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   config.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   config.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.principal_limits.max_streams = std::max(1, absl::GetFlag(FLAGS_max_streams_per_user));
+  config.principal_limits.revisions_per_second =
+      std::max(1.0, absl::GetFlag(FLAGS_revisions_per_second_per_user));
+  config.principal_limits.revisions_burst =
+      std::max(1.0, absl::GetFlag(FLAGS_revisions_burst_per_user));
   config.feed_page_limit = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_feed_page_limit)));
   config.feed_ring_batches = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_feed_ring_batches)));
 

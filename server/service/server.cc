@@ -224,6 +224,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.notify_after_apply = config.feed_notify;
   options.notify_channel = hub_options.notify_channel;
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
+  options.principal_limits = config.principal_limits;
   PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);

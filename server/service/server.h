@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/revision_applier.h"
+#include "server/service/principal_limits.h"
 
 namespace pulsesync {
 
@@ -37,6 +38,7 @@ struct ServerConfig {
   // "authorization: Bearer <JWT>" (Supabase compatible). With neither, the
   // server runs in development mode: x-pulsesync-user-id metadata names the
   // user, and a call without it is trusted.
+  PrincipalLimitOptions principal_limits;  // per-user streams and write rate
   std::string jwt_secret;
   std::string jwks_file;
   std::string jwt_audience = "authenticated";

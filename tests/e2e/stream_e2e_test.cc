@@ -428,7 +428,9 @@ TEST_F(StreamE2eTest, StreamsJoiningMidBatchMissNothing) {
   auto stub = Stub(server);
   std::atomic<bool> stop{false};
   std::thread writer([&] {
-    for (int i = 0; !stop && i < 300; ++i) {
+    // Until every stream has started (bounded): a stream that started after
+    // the writes ended would wait for changes that never come.
+    for (int i = 0; !stop && i < 20000; ++i) {
       (void)db_->Execute(absl::StrCat(
           "INSERT INTO tasks (id, team_id, title) SELECT gen_random_uuid(), '", team_,
           "', 'bulk' FROM generate_series(1, 40)"));
