@@ -76,7 +76,7 @@ $$;
 
 -- BEFORE INSERT OR UPDATE: versions and system columns (invariant 2).
 CREATE FUNCTION pulsesync.stamp_row() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
 BEGIN
   NEW.version := nextval('pulsesync.version_seq');
   NEW.updated_at := now();
@@ -97,7 +97,7 @@ $$;
 -- AFTER INSERT OR UPDATE OR DELETE: the change log (invariant 1).
 -- TG_ARGV[0] = object type, TG_ARGV[1] = team column or ''.
 CREATE FUNCTION pulsesync.capture_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
 DECLARE
   new_j jsonb;
   old_j jsonb;
@@ -169,10 +169,37 @@ BEGIN
 END
 $$;
 
+-- The engine's bookkeeping, reached by definer: callers (who run the merge
+-- under their own role, see 0005) need no privileges on pulsesync's tables.
+CREATE FUNCTION pulsesync.applied_revision(p_id uuid)
+RETURNS pulsesync.applied_revisions LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pulsesync AS $$
+  SELECT * FROM pulsesync.applied_revisions WHERE id = p_id
+$$;
+
+CREATE FUNCTION pulsesync.record_applied(
+  p_id uuid, p_object_type text, p_object_id uuid, p_origin_id text, p_seq bigint,
+  p_version bigint, p_superseded boolean, p_created_at_ms bigint)
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+  INSERT INTO pulsesync.applied_revisions
+    (id, object_type, object_id, origin_id, seq, version, superseded, created_at_ms)
+  VALUES (p_id, p_object_type, p_object_id, p_origin_id, p_seq, p_version, p_superseded,
+          p_created_at_ms)
+$$;
+
+CREATE FUNCTION pulsesync.synced_table(p_object_type text)
+RETURNS pulsesync.synced_tables LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pulsesync AS $$
+  SELECT * FROM pulsesync.synced_tables WHERE object_type = p_object_type
+$$;
+
 -- Applies one revision and returns its outcome. Raises (and so writes
 -- nothing) when the revision is invalid; apply_revisions turns that into a
 -- rejection. The merge, for now: latest wins by clock (hlc) per object; an
 -- upsert later than a delete re-creates the object with recovered = true.
+-- SECURITY INVOKER: its reads and writes of the synced tables are the
+-- caller's, under the caller's Row Level Security policies; a row the caller
+-- may not see is a row it may not write.
 CREATE FUNCTION pulsesync.apply_revision(
   p_id uuid, p_object_type text, p_object_id uuid, p_origin_id text, p_seq bigint,
   p_op text, p_payload jsonb, p_created_at_ms bigint, p_base_version bigint,
@@ -187,8 +214,8 @@ DECLARE
   existing jsonb;
   data jsonb;
 BEGIN
-  SELECT * INTO prior FROM pulsesync.applied_revisions WHERE id = p_id;
-  IF FOUND THEN
+  prior := pulsesync.applied_revision(p_id);
+  IF prior.id IS NOT NULL THEN
     IF prior.object_id <> p_object_id OR prior.origin_id <> p_origin_id
        OR prior.object_type <> p_object_type THEN
       RAISE EXCEPTION 'revision id % was already used for another object or origin', p_id
@@ -200,8 +227,8 @@ BEGIN
     RETURN;
   END IF;
 
-  SELECT * INTO reg FROM pulsesync.synced_tables s WHERE s.object_type = p_object_type;
-  IF NOT FOUND THEN
+  reg := pulsesync.synced_table(p_object_type);
+  IF reg.object_type IS NULL THEN
     RAISE EXCEPTION 'unknown object type "%"', p_object_type
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
@@ -248,18 +275,22 @@ BEGIN
       -- Created concurrently by another transaction: merge against it.
       EXECUTE format('SELECT to_jsonb(t) FROM %s t WHERE t.id = $1 FOR UPDATE', reg.table_oid)
         INTO existing USING p_object_id;
+      IF existing IS NULL THEN
+        -- It exists, but not for this caller.
+        RAISE EXCEPTION 'permission denied for % %', p_object_type, p_object_id
+          USING ERRCODE = 'insufficient_privilege';
+      END IF;
     ELSE
       superseded := false;
     END IF;
   END IF;
 
   IF existing IS NULL AND version IS NULL THEN
-    -- Delete of an object the server never had: nothing to do.
+    -- Delete of an object the server never had (or the caller cannot see).
     version := 0;
     superseded := true;
   ELSIF existing IS NOT NULL THEN
     IF p_hlc COLLATE "C" <= (existing ->> 'hlc') COLLATE "C" THEN
-      -- A later edit already holds the object.
       version := (existing ->> 'version')::bigint;
       superseded := true;
     ELSIF p_op = 'delete' THEN
@@ -286,10 +317,8 @@ BEGIN
     END IF;
   END IF;
 
-  INSERT INTO pulsesync.applied_revisions
-    (id, object_type, object_id, origin_id, seq, version, superseded, created_at_ms)
-  VALUES (p_id, p_object_type, p_object_id, p_origin_id, p_seq, version, superseded,
-          p_created_at_ms);
+  PERFORM pulsesync.record_applied(p_id, p_object_type, p_object_id, p_origin_id, p_seq,
+                                   version, superseded, p_created_at_ms);
   outcome := 'applied';
 END
 $$;
