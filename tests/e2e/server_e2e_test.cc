@@ -16,6 +16,7 @@
 #include "pulsesync/v1/sync.grpc.pb.h"
 #include "server/core/migrator.h"
 #include "server/service/server.h"
+#include "tests/testing/grpc_probes.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/tcp_proxy.h"
@@ -240,26 +241,8 @@ TEST_F(ServerE2eTest, RejectedRevisionsLeaveNothingAndTheRestApplies) {
 // HealthCheckRequest; SERVING is field 1 = 1.
 TEST_F(ServerE2eTest, HealthCheckReportsServing) {
   StartServer();
-  grpc::GenericStub generic(channel_);
-  grpc::ByteBuffer request;  // empty message
-  grpc::Slice empty("");
-  request = grpc::ByteBuffer(&empty, 1);
-  grpc::ByteBuffer response;
-  grpc::ClientContext ctx;
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      status = s;
-                      done.Notify();
-                    });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+  ASSERT_OK_AND_ASSIGN(std::string response, testing::HealthCheck(channel_));
+  EXPECT_EQ(response, std::string("\x08\x01", 2));  // status: SERVING
 }
 
 // grpc.reflection.v1alpha.ServerReflection: list_services names our service,

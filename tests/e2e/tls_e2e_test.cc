@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "pulsesync/v1/sync.pb.h"
 #include "server/service/server.h"
+#include "tests/testing/grpc_probes.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_database.h"
@@ -210,26 +211,10 @@ TEST_F(TlsE2eTest, HealthCheckWorksOverTls) {
     ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), {});
     ASSERT_FALSE(ssl.pem_root_certs.empty());
   }
-  grpc::GenericStub generic(grpc::CreateChannel(server_->address(), grpc::SslCredentials(ssl)));
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1);  // an empty HealthCheckRequest
-  grpc::ByteBuffer response;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      status = s;
-                      done.Notify();
-                    });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+  ASSERT_OK_AND_ASSIGN(
+      std::string response,
+      testing::HealthCheck(grpc::CreateChannel(server_->address(), grpc::SslCredentials(ssl))));
+  EXPECT_EQ(response, std::string("\x08\x01", 2));  // status: SERVING
 }
 
 // The certificate names 127.0.0.1 and localhost; an override replaces the
