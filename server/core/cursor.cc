@@ -1,6 +1,10 @@
 #include "server/core/cursor.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +30,55 @@ bool IsSnapshotText(absl::string_view s) {
   if (parts[2].empty()) return true;
   for (absl::string_view x : absl::StrSplit(parts[2], ',')) {
     if (!digits(x)) return false;
+  }
+  return true;
+}
+
+namespace {
+
+struct ParsedSnapshot {
+  uint64_t xmin = 0, xmax = 0;
+  std::vector<uint64_t> xip;
+  bool Visible(uint64_t x) const {
+    if (x >= xmax) return false;
+    if (x < xmin) return true;
+    return std::find(xip.begin(), xip.end(), x) == xip.end();
+  }
+};
+
+bool ParseSnapshot(absl::string_view text, ParsedSnapshot* out) {
+  if (!IsSnapshotText(text)) return false;
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  if (!absl::SimpleAtoi(parts[0], &out->xmin) || !absl::SimpleAtoi(parts[1], &out->xmax)) {
+    return false;
+  }
+  if (!parts[2].empty()) {
+    for (absl::string_view x : absl::StrSplit(parts[2], ',')) {
+      uint64_t v;
+      if (!absl::SimpleAtoi(x, &v)) return false;
+      out->xip.push_back(v);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool SnapshotIncludes(absl::string_view outer, absl::string_view inner) {
+  ParsedSnapshot o, i;
+  if (!ParseSnapshot(outer, &o) || !ParseSnapshot(inner, &i)) return false;
+  // Everything visible in `inner` is below its xmax: below inner.xmin, or
+  // between xmin and xmax and not in its xip.
+  if (i.xmax > o.xmax) return false;
+  if (i.xmin > o.xmin) {
+    // Transactions in [o.xmin, i.xmin) are visible in inner: they must be
+    // visible in outer too.
+    for (uint64_t x : o.xip) {
+      if (x < i.xmin) return false;
+    }
+  }
+  for (uint64_t x : o.xip) {
+    if (i.Visible(x)) return false;
   }
   return true;
 }

@@ -37,6 +37,11 @@ absl::StatusOr<Cursor> DecodeCursor(absl::string_view text);
 // True if `s` has the shape of a pg_snapshot text: "xmin:xmax:xip,xip,...".
 bool IsSnapshotText(absl::string_view s);
 
+// True if every transaction visible in snapshot `inner` is visible in
+// snapshot `outer` (both pg_snapshot texts), as holds when `outer` was taken
+// after `inner`. False for malformed input.
+bool SnapshotIncludes(absl::string_view outer, absl::string_view inner);
+
 }  // namespace pulsesync
 
 #endif  // PULSESYNC_SERVER_CORE_CURSOR_H_

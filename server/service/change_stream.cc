@@ -195,6 +195,21 @@ void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
         // rows of pages already in the ring that catching up to its
         // `delivered` would skip. The hub notifies again after the last page.
         if (!head.cursor.batch_upper.empty()) return;
+        // And only at a point that includes everything the stream's cursor
+        // has (a poll that began before the client's cursor was issued, e.g.
+        // by PullChanges or another replica, is behind it): joining there
+        // would deliver again what the client already has. Wait for a later
+        // poll, and ask for one.
+        if (!cursor_.empty()) {
+          absl::StatusOr<Cursor> mine = DecodeCursor(cursor_);
+          const std::string& covered =
+              !mine.ok() ? std::string()
+                         : (!mine->batch_upper.empty() ? mine->batch_upper : mine->delivered);
+          if (!covered.empty() && !SnapshotIncludes(head.cursor.delivered, covered)) {
+            hub_->Wake();
+            return;
+          }
+        }
         join_ = head.cursor;
         join_seq_ = head.next_seq;
         caught_up_ = false;

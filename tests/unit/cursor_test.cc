@@ -174,3 +174,20 @@ TEST(IsSnapshotTextTest, RejectsOtherShapes) {
 
 }  // namespace
 }  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+TEST(SnapshotIncludesTest, LaterSnapshotsIncludeEarlierOnes) {
+  // inner taken first: 10 and 12 running; later 10 committed, 15 started.
+  EXPECT_TRUE(SnapshotIncludes("11:16:12,15", "10:13:10,12"));
+  EXPECT_TRUE(SnapshotIncludes("10:13:10,12", "10:13:10,12"));
+  // outer older than inner: inner sees 10 committed, outer has it running.
+  EXPECT_FALSE(SnapshotIncludes("10:13:10,12", "11:16:12,15"));
+  // inner's xmax beyond outer's.
+  EXPECT_FALSE(SnapshotIncludes("5:8:", "5:9:"));
+  EXPECT_FALSE(SnapshotIncludes("garbage", "5:9:"));
+}
+
+}  // namespace
+}  // namespace pulsesync
