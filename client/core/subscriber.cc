@@ -121,6 +121,9 @@ void Subscriber::SetConnected(bool connected, const absl::Status& status, absl::
 
 void Subscriber::RunSubscriberThread() {
   int failures = 0;
+  // The prompt reconnection after kUnauthenticated was used, and no healthy
+  // connection came since (invariant 5a).
+  bool auth_retry_used = false;
   while (!stop_requested()) {
     bool healthy = false;
     absl::Status status = RunConnection(&healthy);
@@ -133,12 +136,23 @@ void Subscriber::RunSubscriberThread() {
       break;
     }
     failures = healthy ? 1 : failures + 1;
-    // The first failure after a healthy connection waits up to
-    // initial_backoff, the next up to twice that, and so on.
-    const absl::Duration delay = NextBackoff(failures - 1);
-    LogWarning("feed disconnected", {{"status", status},
-                                     {"retry_in_ms", absl::ToInt64Milliseconds(delay)},
-                                     {"failures", failures}});
+    if (healthy) auth_retry_used = false;
+    absl::Duration delay;
+    if (status.code() == absl::StatusCode::kUnauthenticated && !auth_retry_used) {
+      // An expired token, most likely: the next connection's calls get a
+      // fresh one from the transport's provider (invariant 5a).
+      auth_retry_used = true;
+      delay = absl::ZeroDuration();
+      LogInfo("feed unauthenticated; reconnecting with a fresh token",
+              {{"status", status}, {"failures", failures}});
+    } else {
+      // The first failure after a healthy connection waits up to
+      // initial_backoff, the next up to twice that, and so on.
+      delay = NextBackoff(failures - 1);
+      LogWarning("feed disconnected", {{"status", status},
+                                       {"retry_in_ms", absl::ToInt64Milliseconds(delay)},
+                                       {"failures", failures}});
+    }
     // Reported on every failed attempt, also when never connected, so the
     // app sees each retry and its status.
     SetConnected(false, status, delay, failures);
@@ -156,7 +170,12 @@ absl::Status Subscriber::RunConnection(bool* healthy) {
   {
     absl::StatusOr<PushSummary> pushed = engine_->Push();
     if (!pushed.ok()) {
-      if (IsConnectivity(pushed.status())) return pushed.status();
+      // kUnauthenticated: the token expired; reconnect with a fresh one
+      // (invariant 5a) rather than stream with the stale one.
+      if (IsConnectivity(pushed.status()) ||
+          pushed.status().code() == absl::StatusCode::kUnauthenticated) {
+        return pushed.status();
+      }
       // A push the server refuses as a whole (or a local store problem)
       // must not keep remote changes away; the next push retries it.
       LogWarning("push on connect failed; following the feed anyway",

@@ -37,6 +37,15 @@
 //     [0, min(max_backoff, initial_backoff * 2^failures)) ("full jitter").
 //     `failures` goes back to 0 after a healthy connection: one whose stream
 //     moved the cursor, or stayed open for healthy_stream_after.
+//  5a. An end with kUnauthenticated (the server ends a stream when its
+//     token expires, and refuses calls with an expired one) reconnects at
+//     once instead, so that the transport asks its token provider for a
+//     fresh token (GrpcTransportOptions::token_provider) and the stream
+//     resumes from the stored cursor with no gap. Only once without a
+//     healthy connection in between: a provider that keeps returning bad
+//     tokens gets the backoff of invariant 5, not a hot loop. The
+//     disconnect is reported to on_connection like any other (retry_in
+//     zero).
 //  6. Stop() cancels the open stream, wakes both threads from any wait, and
 //     joins them. It waits only for a unary call in flight (GetServerInfo or
 //     a push), which the transport's deadline bounds.
@@ -52,6 +61,7 @@
 //   streaming      changes / checkpoint                streaming (ApplyStreamMessage)
 //   streaming      "re-snapshot:"                      snapshot
 //   streaming      other end                           backoff (on_connection)
+//   streaming      kUnauthenticated (5a)               probing, no delay (Run)
 //   any            Stop()                              stopped
 //
 // Thread safety: Start, Stop and the destructor are for the owner's thread

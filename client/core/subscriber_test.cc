@@ -711,5 +711,134 @@ TEST_F(SubscriberTest, AnApplyErrorReconnectsFromTheStoredCursor) {
   EXPECT_EQ(server_.stream_request(1).cursor(), "c1");
 }
 
+
+// Asks a token provider for each call, as GrpcTransport does with
+// GrpcTransportOptions::token_provider, and records which token each call
+// carried; the FakeFeedServer behind it answers. Thread-safe.
+class TokenTransport final : public Transport {
+ public:
+  explicit TokenTransport(FakeFeedServer* server) : server_(server) {}
+
+  absl::StatusOr<v1::ApplyRevisionsResponse> ApplyRevisions(
+      const v1::ApplyRevisionsRequest& request) override {
+    Token("push");
+    return server_->ApplyRevisions(request);
+  }
+  absl::StatusOr<v1::PullChangesResponse> PullChanges(
+      const v1::PullChangesRequest& request) override {
+    Token("pull");
+    return server_->PullChanges(request);
+  }
+  absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
+      const v1::GetServerInfoRequest& request) override {
+    Token("info");
+    return server_->GetServerInfo(request);
+  }
+  absl::StatusOr<std::unique_ptr<ChangeStream>> StreamChanges(
+      const v1::StreamChangesRequest& request) override {
+    Token("stream");
+    return server_->StreamChanges(request);
+  }
+  absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
+      const v1::SnapshotRequest& request) override {
+    Token("snapshot");
+    return server_->Snapshot(request);
+  }
+
+  int provider_calls() {
+    absl::MutexLock lock(&mu_);
+    return minted_;
+  }
+  // The token each StreamChanges call carried, in order.
+  std::vector<std::string> stream_tokens() {
+    absl::MutexLock lock(&mu_);
+    return stream_tokens_;
+  }
+
+ private:
+  // The provider: a new token each time.
+  void Token(const std::string& method) {
+    absl::MutexLock lock(&mu_);
+    const std::string token = "token-" + std::to_string(++minted_);
+    if (method == "stream") stream_tokens_.push_back(token);
+  }
+
+  FakeFeedServer* const server_;
+  absl::Mutex mu_;
+  int minted_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> stream_tokens_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(SubscriberTest, AnExpiredTokenReconnectsAtOnceAndResumesFromTheCursor) {
+  TokenTransport transport(&server_);
+  engine_ = std::make_unique<SyncEngine>(store_.get(), &transport);
+  SetCursor("c0");
+  const std::string a = NewUuid(), b = NewUuid(), c = NewUuid();
+  subscriber_ = std::make_unique<Subscriber>(store_.get(), &transport, engine_.get(), options_);
+  subscriber_->Start();
+  std::shared_ptr<ChangeCall> stream = server_.WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  stream->Send(TaskChange(a, 1, "first", "c1"));
+  stream->Send(TaskChange(b, 1, "second", "c2"));
+  ASSERT_TRUE(recorder_.WaitForChanges(2));
+  ASSERT_TRUE(Eventually([&] { return StoredCursor() == "c2"; }));
+  const int calls_before = transport.provider_calls();
+
+  // The token expires: the server ends the stream. The fake clock stands
+  // still, so the next stream opening proves there was no backoff wait.
+  stream->End(absl::UnauthenticatedError("token expired"));
+  stream = server_.WaitForStream(1);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(server_.stream_request(1).cursor(), "c2");
+  EXPECT_GT(transport.provider_calls(), calls_before);
+  ASSERT_EQ(transport.stream_tokens().size(), 2u);
+  EXPECT_NE(transport.stream_tokens()[0], transport.stream_tokens()[1]);
+  // Reported like any disconnect: connected, disconnected (no delay),
+  // connected again.
+  ASSERT_TRUE(recorder_.WaitForConnections(3));
+  std::vector<ConnectionEvent> events = recorder_.connections();
+  EXPECT_EQ(events[1].state, ConnectionEvent::State::kDisconnected);
+  EXPECT_EQ(events[1].status.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(events[1].retry_in, absl::ZeroDuration());
+  EXPECT_EQ(events[2].state, ConnectionEvent::State::kConnected);
+
+  // The server resends from the cursor; a change seen twice is not applied
+  // or reported twice, and nothing is lost.
+  stream->Send(TaskChange(b, 1, "second", "c2"));
+  stream->Send(TaskChange(c, 1, "third", "c3"));
+  ASSERT_TRUE(recorder_.WaitForChanges(3));
+  ASSERT_TRUE(Eventually([&] { return StoredCursor() == "c3"; }));
+  std::vector<ChangeNotification> changes = recorder_.changes();
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].object_id, a);
+  EXPECT_EQ(changes[1].object_id, b);
+  EXPECT_EQ(changes[2].object_id, c);
+  EXPECT_EQ(CountRemoteRevisions(a), 1);
+  EXPECT_EQ(CountRemoteRevisions(b), 1);
+  EXPECT_EQ(CountRemoteRevisions(c), 1);
+
+  // That stream made progress, so its expiry reconnects at once too.
+  stream->End(absl::UnauthenticatedError("token expired"));
+  stream = server_.WaitForStream(2);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(server_.stream_request(2).cursor(), "c3");
+  // A token refused again without progress in between (a provider that
+  // keeps returning bad tokens) waits out the normal backoff: no hot loop.
+  stream->End(absl::UnauthenticatedError("token expired"));
+  ASSERT_TRUE(recorder_.WaitForConnections(6));
+  const ConnectionEvent e = recorder_.connections()[5];
+  EXPECT_EQ(e.state, ConnectionEvent::State::kDisconnected);
+  EXPECT_EQ(e.status.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(e.failures, 2);
+  ASSERT_TRUE(clock_.WaitForWaiter(clock_.Now() + e.retry_in));
+  EXPECT_EQ(server_.stream_count(), 3u);
+  clock_.Advance(e.retry_in);
+  ASSERT_NE(server_.WaitForStream(3), nullptr);
+  EXPECT_EQ(server_.stream_request(3).cursor(), "c3");
+
+  subscriber_.reset();  // before `transport` goes
+  engine_.reset();
+}
+
 }  // namespace
 }  // namespace pulsesync

@@ -107,20 +107,30 @@ struct GrpcTransport::Impl {
   // returns it (channel and stub are null).
   absl::Status setup_error;
 
-  // `deadline`: infinite = none.
-  void Prepare(grpc::ClientContext* context, absl::Duration deadline) const {
+  // `deadline`: infinite = none. Fails (and the call must not be made) when
+  // the token provider does.
+  absl::Status Prepare(grpc::ClientContext* context, absl::Duration deadline) const {
+    std::string token;
+    if (options.token_provider) {
+      PS_ASSIGN_OR_RETURN(token, options.token_provider());
+    } else {
+      token = options.bearer_token;
+    }
     if (deadline != absl::InfiniteDuration()) {
       context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
     }
     context->set_wait_for_ready(options.wait_for_ready);
-    if (!options.bearer_token.empty()) {
-      context->AddMetadata("authorization", absl::StrCat("Bearer ", options.bearer_token));
+    if (!token.empty()) {
+      context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
     }
     if (!options.user_id.empty()) {
       context->AddMetadata(kUserIdMetadataKey, options.user_id);
     }
+    return absl::OkStatus();
   }
-  void Prepare(grpc::ClientContext* context) const { Prepare(context, options.deadline); }
+  absl::Status Prepare(grpc::ClientContext* context) const {
+    return Prepare(context, options.deadline);
+  }
 };
 
 std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
@@ -168,7 +178,7 @@ absl::StatusOr<v1::ApplyRevisionsResponse> GrpcTransport::ApplyRevisions(
     const v1::ApplyRevisionsRequest& request) {
   if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
-  impl_->Prepare(&context);
+  PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::ApplyRevisionsResponse response;
   absl::Status st = FromGrpc(impl_->stub->ApplyRevisions(&context, request, &response));
   if (!st.ok()) return st;
@@ -179,7 +189,7 @@ absl::StatusOr<v1::PullChangesResponse> GrpcTransport::PullChanges(
     const v1::PullChangesRequest& request) {
   if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
-  impl_->Prepare(&context);
+  PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::PullChangesResponse response;
   absl::Status st = FromGrpc(impl_->stub->PullChanges(&context, request, &response));
   if (!st.ok()) return st;
@@ -190,7 +200,7 @@ absl::StatusOr<v1::GetServerInfoResponse> GrpcTransport::GetServerInfo(
     const v1::GetServerInfoRequest& request) {
   if (!impl_->setup_error.ok()) return impl_->setup_error;
   grpc::ClientContext context;
-  impl_->Prepare(&context);
+  PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::GetServerInfoResponse response;
   absl::Status st = FromGrpc(impl_->stub->GetServerInfo(&context, request, &response));
   if (!st.ok()) return st;
@@ -201,7 +211,7 @@ absl::StatusOr<std::unique_ptr<ChangeStream>> GrpcTransport::StreamChanges(
     const v1::StreamChangesRequest& request) {
   if (!impl_->setup_error.ok()) return impl_->setup_error;
   auto stream = std::make_unique<GrpcResponseStream<v1::StreamChangesResponse>>();
-  impl_->Prepare(stream->context(), absl::InfiniteDuration());
+  PS_RETURN_IF_ERROR(impl_->Prepare(stream->context(), absl::InfiniteDuration()));
   stream->set_reader(impl_->stub->StreamChanges(stream->context(), request));
   return std::unique_ptr<ChangeStream>(std::move(stream));
 }
@@ -210,7 +220,7 @@ absl::StatusOr<std::unique_ptr<SnapshotStream>> GrpcTransport::Snapshot(
     const v1::SnapshotRequest& request) {
   if (!impl_->setup_error.ok()) return impl_->setup_error;
   auto stream = std::make_unique<GrpcResponseStream<v1::SnapshotResponse>>();
-  impl_->Prepare(stream->context(), impl_->options.snapshot_deadline);
+  PS_RETURN_IF_ERROR(impl_->Prepare(stream->context(), impl_->options.snapshot_deadline));
   stream->set_reader(impl_->stub->Snapshot(stream->context(), request));
   return std::unique_ptr<SnapshotStream>(std::move(stream));
 }

@@ -2,9 +2,11 @@
 #ifndef PULSESYNC_CLIENT_TRANSPORT_GRPC_TRANSPORT_H_
 #define PULSESYNC_CLIENT_TRANSPORT_GRPC_TRANSPORT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/core/transport.h"
 
@@ -26,6 +28,16 @@ struct GrpcTransportOptions {
   // Sent as "authorization: Bearer <token>" when not empty (a Supabase Auth
   // JWT, as the server expects).
   std::string bearer_token;
+  // When set, called at the start of every call and stream (on the calling
+  // thread, possibly from several threads at once) for the bearer token to
+  // send, instead of bearer_token; an empty token sends none. Tokens
+  // expire: the server ends a stream with kUnauthenticated at its token's
+  // expiry and refuses calls with an expired one, and the Subscriber then
+  // reconnects at once, so the provider should return a token that is
+  // valid now (refreshing it when it is about to expire). An error from it
+  // fails that call or stream with that status (without reaching the
+  // server); kUnauthenticated or kUnavailable are the natural codes.
+  std::function<absl::StatusOr<std::string>()> token_provider;
   // Sent as "x-pulsesync-user-id" when not empty (see sync.proto,
   // "Principal").
   std::string user_id;

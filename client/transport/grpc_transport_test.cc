@@ -144,6 +144,34 @@ TEST_F(GrpcTransportTest, CallsTheServerWithTheBearerToken) {
   EXPECT_EQ(info->protocol_version(), 1u);
 }
 
+TEST_F(GrpcTransportTest, AsksTheTokenProviderForEachCall) {
+  int calls = 0;
+  absl::Status provider_error;
+  GrpcTransportOptions options;
+  options.bearer_token = "static.jwt";  // the provider takes precedence
+  options.token_provider = [&]() -> absl::StatusOr<std::string> {
+    if (!provider_error.ok()) return provider_error;
+    return "fresh-" + std::to_string(++calls);
+  };
+  std::unique_ptr<GrpcTransport> t = GrpcTransport::Create(Address(), options);
+  v1::ApplyRevisionsRequest request;
+  request.add_revisions()->set_id("r1");
+  ASSERT_TRUE(t->ApplyRevisions(request).ok());
+  EXPECT_EQ(service_.authorization, "Bearer fresh-1");
+  ASSERT_TRUE(t->ApplyRevisions(request).ok());
+  EXPECT_EQ(service_.authorization, "Bearer fresh-2");
+
+  // A provider that fails fails the call, which never reaches the server.
+  provider_error = absl::UnauthenticatedError("signed out");
+  service_.authorization.clear();
+  absl::StatusOr<v1::ApplyRevisionsResponse> response = t->ApplyRevisions(request);
+  EXPECT_EQ(response.status(), provider_error);
+  EXPECT_EQ(service_.authorization, "");
+  absl::StatusOr<std::unique_ptr<ChangeStream>> stream = t->StreamChanges({});
+  EXPECT_EQ(stream.status(), provider_error);
+  EXPECT_EQ(calls, 2);
+}
+
 TEST_F(GrpcTransportTest, ServerErrorsKeepTheirCodeAndMessage) {
   std::unique_ptr<GrpcTransport> t =
       GrpcTransport::FromChannel(server_->InProcessChannel(grpc::ChannelArguments()));

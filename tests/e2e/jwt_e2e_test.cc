@@ -2,12 +2,19 @@
 // secret accepts only calls with a valid "authorization: Bearer <JWT>", runs
 // them as the token's role and user, and ends a stream when its token
 // expires. (Tokens from an independent signer are covered in jwt_test.)
+#include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/core/subscriber.h"
+#include "client/core/sync_engine.h"
+#include "client/store/local_store.h"
+#include "client/transport/grpc_transport.h"
 #include "common/jwt.h"
 #include "common/uuid.h"
 #include "grpcpp/grpcpp.h"
@@ -130,6 +137,86 @@ TEST_F(JwtE2eTest, AStreamEndsWhenItsTokenExpires) {
   grpc::Status s = reader->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(s.error_message(), HasSubstr("expired"));
+}
+
+
+TEST_F(JwtE2eTest, ASubscriberRenewsItsTokenAndMissesNothing) {
+  // user_b_ (a member of team B) follows the feed with tokens that live 2 s
+  // at most: every stream ends with UNAUTHENTICATED within seconds.
+  std::atomic<int> provider_calls{0};
+  GrpcTransportOptions transport_options;
+  transport_options.token_provider = [&]() -> absl::StatusOr<std::string> {
+    ++provider_calls;
+    return Token(user_b_, "authenticated", absl::Seconds(2));
+  };
+  const std::string dir = testing::MakeTempDir("jwt_subscriber");
+  std::unique_ptr<LocalStore> store = std::move(LocalStore::Open(dir + "/b.db")).value();
+  std::unique_ptr<GrpcTransport> transport =
+      GrpcTransport::Create(server_->address(), transport_options);
+  SyncEngine engine(store.get(), transport.get());
+
+  absl::Mutex mu;
+  std::map<std::string, int> applied;  // task id -> on_change calls
+  int renewals = 0;                    // disconnects for an expired token
+  int other_disconnects = 0;
+  SubscriberOptions options;
+  options.initial_backoff = absl::Milliseconds(50);
+  options.max_backoff = absl::Milliseconds(500);
+  options.on_change = [&](const ChangeNotification& n) {
+    absl::MutexLock lock(&mu);
+    if (n.table == "tasks") ++applied[n.object_id];
+  };
+  options.on_connection = [&](const ConnectionEvent& e) {
+    if (e.state != ConnectionEvent::State::kDisconnected) return;
+    absl::MutexLock lock(&mu);
+    if (e.status.code() == absl::StatusCode::kUnauthenticated) {
+      ++renewals;
+    } else if (e.status.code() != absl::StatusCode::kCancelled) {
+      ++other_disconnects;
+    }
+  };
+  Subscriber subscriber(store.get(), transport.get(), &engine, options);
+  subscriber.Start();
+  ASSERT_TRUE(WaitFor([&] { return subscriber.connected(); }, absl::Seconds(30)));
+
+  // ~6 s of writes to team B through a service_role token.
+  const std::string service = Token("", "service_role", absl::Hours(1));
+  const absl::Time until = absl::Now() + absl::Seconds(6);
+  int written = 0;
+  while (absl::Now() < until) {
+    v1::ApplyRevisionsResponse resp;
+    ASSERT_TRUE(Apply(service, team_b_, &resp).ok());
+    ASSERT_EQ(resp.results(0).outcome(), v1::RevisionResult::OUTCOME_APPLIED);
+    ++written;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_OK_AND_ASSIGN(std::string want,
+                       db_->QueryValue(absl::StrCat("SELECT count(*) FROM tasks WHERE team_id = '",
+                                                    team_b_, "'")));
+  ASSERT_EQ(want, std::to_string(written));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<std::vector<JsonValue>> rows = store->List("task");
+        return rows.ok() && static_cast<int>(rows->size()) == written;
+      },
+      absl::Seconds(30)));
+  subscriber.Stop();
+
+  // Every task arrived exactly once (and nothing of team A).
+  absl::StatusOr<std::vector<JsonValue>> rows = store->List("task");
+  ASSERT_OK(rows.status());
+  EXPECT_EQ(static_cast<int>(rows->size()), written);
+  for (const JsonValue& r : *rows) {
+    EXPECT_EQ(r.Find("team_id")->text(), team_b_);
+  }
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(static_cast<int>(applied.size()), written);
+  for (const auto& [id, calls] : applied) EXPECT_EQ(calls, 1) << id;
+  // The stream was renewed (a new token from the provider) at least twice,
+  // and no other kind of error showed.
+  EXPECT_GE(renewals, 2);
+  EXPECT_EQ(other_disconnects, 0);
+  EXPECT_GE(provider_calls.load(), 2 * (renewals + 1));
 }
 
 }  // namespace
