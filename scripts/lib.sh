@@ -185,9 +185,15 @@ ps_port_in_use() {
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on (random, 20000-59999).
 ps_free_port() {
-  local p i
+  # Below the kernel's ephemeral range, so that no outgoing connection (the
+  # tests make many) can be holding the port when PostgreSQL binds it.
+  local p i low=32768
+  if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  fi
+  [ "$low" -gt 12000 ] || low=32768
   for i in $(seq 1 200); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % (low - 10000)))
     if ! ps_port_in_use "$p"; then
       printf '%s\n' "$p"
       return 0
