@@ -399,6 +399,16 @@ LocalStore::~LocalStore() = default;
 
 // --- State helpers ---
 
+absl::StatusOr<std::optional<LocalStore::RowState>> LocalStore::ReadRowState(
+    const ObjectTypeDef& def, const std::string& id) {
+  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
+                                                              def.table, " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel.BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
+  if (!found) return std::optional<RowState>();
+  return std::optional<RowState>(RowState{sel.ColumnInt64(0), sel.ColumnInt64(1) != 0});
+}
+
 absl::StatusOr<LocalStore::StateRow> LocalStore::LoadState() {
   PS_ASSIGN_OR_RETURN(Statement st,
                       db_.Prepare("SELECT origin_id, next_seq, cursor, hlc_ms, hlc_counter, "
@@ -588,13 +598,9 @@ absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
   PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
-                                                              def->table, " WHERE id = ?")));
-  PS_RETURN_IF_ERROR(sel.BindText(1, id));
-  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
-  if (!found || sel.ColumnInt64(1) != 0) return NotFound(*def, id);
-  const int64_t base_version = sel.ColumnInt64(0);
-  sel.Reset();
+  PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(*def, id));
+  if (!row.has_value() || row->deleted) return NotFound(*def, id);
+  const int64_t base_version = row->version;
 
   HybridLogicalClock hlc(clock_, state.hlc);
   const HlcTimestamp ts = hlc.Now();
@@ -630,14 +636,10 @@ absl::Status LocalStore::DeleteImpl(absl::string_view object_type, absl::string_
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
   PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
-                                                              def->table, " WHERE id = ?")));
-  PS_RETURN_IF_ERROR(sel.BindText(1, id));
-  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
-  if (!found) return NotFound(*def, id);
-  if (sel.ColumnInt64(1) != 0) return absl::OkStatus();  // already a tombstone
-  const int64_t base_version = sel.ColumnInt64(0);
-  sel.Reset();
+  PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(*def, id));
+  if (!row.has_value()) return NotFound(*def, id);
+  if (row->deleted) return absl::OkStatus();  // already a tombstone
+  const int64_t base_version = row->version;
 
   HybridLogicalClock hlc(clock_, state.hlc);
   const HlcTimestamp ts = hlc.Now();

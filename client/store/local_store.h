@@ -349,6 +349,14 @@ class LocalStore {
 
   struct StateRow;
   absl::StatusOr<StateRow> LoadState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A local row's server version and tombstone flag; nullopt if absent.
+  struct RowState {
+    int64_t version = 0;
+    bool deleted = false;
+  };
+  absl::StatusOr<std::optional<RowState>> ReadRowState(const ObjectTypeDef& def,
+                                                       const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveState(const StateRow& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Inserts the pending revision for a local write; `state` is advanced.
   absl::Status WriteRevision(StateRow* state, const ObjectTypeDef& type,
