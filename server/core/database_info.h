@@ -16,6 +16,7 @@ class PgSession;
 struct DatabaseInfo {
   uint64_t system_id = 0;         // PostgreSQL cluster system identifier
   std::string latest_migration;   // newest applied migration name
+  int schema_version = 1;         // newest client schema (pulsesync.schema_version())
   std::vector<std::string> object_types;  // registered synced object types
   // Table names a subscription may use, and object types, mapped to the
   // table name ("tasks" -> "tasks", "task" -> "tasks").

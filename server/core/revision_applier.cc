@@ -32,11 +32,41 @@ std::string RevisionJson(const v1::Revision& r) {
       ",\"hlc\":", JsonQuote(HlcText(physical, r.clock().counter(), r.origin_id())), "}");
 }
 
+// A revision refused before it reaches SQL still goes to apply_revisions,
+// so that its seq is used up there (the origin's later revisions then apply)
+// and the refusal is on record. Only when its origin and seq are usable.
+std::string RefusedJson(const v1::Revision& r, absl::string_view reason) {
+  return absl::StrCat("{\"id\":", IsUuid(r.id()) ? JsonQuote(r.id()) : "null",
+                      ",\"origin_id\":", JsonQuote(r.origin_id()), ",\"seq\":", r.seq(),
+                      ",\"object_type\":", JsonQuote(r.object_type()),
+                      ",\"object_id\":", IsUuid(r.object_id()) ? JsonQuote(r.object_id()) : "null",
+                      ",\"refused\":", JsonQuote(reason), "}");
+}
+
+bool OriginUsable(const v1::Revision& r) {
+  return !r.origin_id().empty() && r.origin_id().size() <= kMaxOriginIdLength && r.seq() > 0 &&
+         std::none_of(r.origin_id().begin(), r.origin_id().end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 0x20; }) &&
+         std::none_of(r.object_type().begin(), r.object_type().end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+}
+
 v1::RevisionResult::Outcome OutcomeFromSql(absl::string_view s) {
   if (s == "applied") return v1::RevisionResult::OUTCOME_APPLIED;
   if (s == "duplicate") return v1::RevisionResult::OUTCOME_DUPLICATE;
   if (s == "rejected") return v1::RevisionResult::OUTCOME_REJECTED;
+  if (s == "out_of_order") return v1::RevisionResult::OUTCOME_OUT_OF_ORDER;
   return v1::RevisionResult::OUTCOME_UNSPECIFIED;
+}
+
+v1::RevisionResult::Resolution ResolutionFromSql(absl::string_view s) {
+  if (s == "applied") return v1::RevisionResult::RESOLUTION_APPLIED;
+  if (s == "merged") return v1::RevisionResult::RESOLUTION_MERGED;
+  if (s == "conflict") return v1::RevisionResult::RESOLUTION_CONFLICT;
+  if (s == "recovered") return v1::RevisionResult::RESOLUTION_RECOVERED;
+  if (s == "superseded") return v1::RevisionResult::RESOLUTION_SUPERSEDED;
+  if (s == "tombstoned") return v1::RevisionResult::RESOLUTION_TOMBSTONED;
+  return v1::RevisionResult::RESOLUTION_UNSPECIFIED;
 }
 
 }  // namespace
@@ -101,7 +131,7 @@ std::string ValidateRevision(const v1::Revision& r, const ApplyLimits& limits) {
   if (r.origin_id().size() > kMaxOriginIdLength) {
     return absl::StrCat("origin_id is longer than ", kMaxOriginIdLength, " bytes");
   }
-  if (r.seq() < 0) return "seq is negative";
+  if (r.seq() < 1) return "seq must be 1 or more (an origin numbers its revisions 1, 2, 3, ...)";
   if (r.created_at() < 0) return "created_at is negative";
   if (r.base_version() < 0) return "base_version is negative";
   if (r.clock().physical_ms() < 0) return "clock.physical_ms is negative";
@@ -135,7 +165,7 @@ std::string HlcText(int64_t physical_ms, uint32_t counter, absl::string_view ori
 
 std::vector<PreparedStatement> RevisionApplierStatements() {
   return {{kApplyStatement,
-           "SELECT idx, outcome, reason, version, superseded "
+           "SELECT idx, outcome, reason, version, superseded, resolution, conflicts "
            "FROM pulsesync.apply_revisions($1::jsonb)"}};
 }
 
@@ -150,11 +180,13 @@ absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
     std::string reason = ValidateRevision(revisions[i], limits);
     if (!reason.empty()) {
       results[i].set_outcome(v1::RevisionResult::OUTCOME_REJECTED);
-      results[i].set_reason(std::move(reason));
-      continue;
+      if (!OriginUsable(revisions[i])) {
+        results[i].set_reason(std::move(reason));
+        continue;
+      }
     }
     if (!sent.empty()) batch += ",";
-    batch += RevisionJson(revisions[i]);
+    batch += reason.empty() ? RevisionJson(revisions[i]) : RefusedJson(revisions[i], reason);
     sent.push_back(i);
   }
   batch += "]";
@@ -177,6 +209,8 @@ absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
           if (!row[2].is_null()) res.set_reason(row[2].as<std::string>());
           if (!row[3].is_null()) res.set_version(row[3].as<int64_t>());
           if (!row[4].is_null()) res.set_superseded(row[4].as<bool>());
+          if (!row[5].is_null()) res.set_resolution(ResolutionFromSql(row[5].as<std::string>()));
+          if (!row[6].is_null()) res.set_conflicts(row[6].as<uint32_t>());
         }
         return absl::OkStatus();
       }));

@@ -217,6 +217,7 @@ grpc::ServerUnaryReactor* SyncServiceImpl::GetServerInfo(grpc::CallbackServerCon
     response->set_max_batch_revisions(options_.apply_limits.max_batch_revisions);
     response->set_max_pull_limit(options_.max_pull_limit);
     for (const std::string& t : info->object_types) response->add_object_types(t);
+    response->set_schema_version(info->schema_version);
     return absl::OkStatus();
   });
   return reactor;

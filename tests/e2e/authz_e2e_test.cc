@@ -1,6 +1,7 @@
 // Authorization end to end: every call runs as the caller (PostgREST style:
 // SET LOCAL ROLE, request.jwt.claims), so Row Level Security decides writes,
 // and the feed applies the same team rule to what it delivers.
+#include <map>
 #include <memory>
 #include <pqxx/pqxx>
 #include <set>
@@ -69,7 +70,12 @@ class AuthzE2eTest : public ::testing::Test {
     grpc::ClientContext ctx;
     if (!user.empty()) ctx.AddMetadata("x-pulsesync-user-id", user);
     v1::ApplyRevisionsRequest req;
-    for (auto& r : revs) *req.add_revisions() = std::move(r);
+    for (auto& r : revs) {
+      // One device per user: an origin belongs to the user who first used it.
+      r.set_origin_id(absl::StrCat("device-of-", user.empty() ? "trusted" : user));
+      r.set_seq(++seqs_[r.origin_id()]);
+      *req.add_revisions() = std::move(r);
+    }
     v1::ApplyRevisionsResponse resp;
     grpc::Status s = stub_->ApplyRevisions(&ctx, req, &resp);
     if (status != nullptr) {
@@ -134,6 +140,7 @@ class AuthzE2eTest : public ::testing::Test {
   std::unique_ptr<v1::SyncService::Stub> stub_;
   std::string team_a_, team_b_, user_a_, user_b_, task_a_;
   int64_t seq_ = 0;
+  std::map<std::string, int64_t> seqs_;  // per origin
 };
 
 TEST_F(AuthzE2eTest, AUserCannotWriteIntoAnotherTeam) {

@@ -77,7 +77,7 @@ class JwtE2eTest : public ::testing::Test {
     r->set_id(NewUuid());
     r->set_object_type("task");
     r->set_object_id(NewUuid());
-    r->set_origin_id("jwt-test");
+    r->set_origin_id(absl::StrCat("jwt-test-", NewUuid()));  // a new device each call
     r->set_seq(1);
     r->set_op(v1::OPERATION_UPSERT);
     r->set_payload(absl::StrCat(R"({"team_id":")", team, R"(","title":"t"})"));

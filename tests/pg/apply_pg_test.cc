@@ -1,6 +1,7 @@
 // ApplyRevisionBatch against a real PostgreSQL: the merge in
 // migrations/0002_sync_engine.sql as the gRPC path drives it. Every test
 // asserts the rows PostgreSQL ends up with, not only the answers.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,7 +62,7 @@ class ApplyPgTest : public ::testing::Test {
     r.set_object_type(type);
     r.set_object_id(object_id);
     r.set_origin_id(origin);
-    r.set_seq(++seq_);
+    r.set_seq(++seqs_[origin]);
     r.set_op(v1::OPERATION_UPSERT);
     r.set_payload(payload);
     r.set_created_at(ms);
@@ -80,6 +81,17 @@ class ApplyPgTest : public ::testing::Test {
   // A task payload in team_ with the given extra members (",\"k\":v...").
   std::string Task(const std::string& title, const std::string& extra = "") {
     return absl::StrCat("{\"team_id\":\"", team_, "\",\"title\":\"", title, "\"", extra, "}");
+  }
+
+  // Gives each origin's revisions in `batch` consecutive seqs in batch order,
+  // from the lowest seq they had (the one the server expects next).
+  static void NumberInBatchOrder(std::vector<v1::Revision>* batch) {
+    std::map<std::string, int64_t> next;
+    for (const v1::Revision& r : *batch) {
+      auto [it, inserted] = next.emplace(r.origin_id(), r.seq());
+      if (!inserted) it->second = std::min(it->second, r.seq());
+    }
+    for (v1::Revision& r : *batch) r.set_seq(next[r.origin_id()]++);
   }
 
   absl::StatusOr<std::vector<v1::RevisionResult>> Apply(const std::vector<v1::Revision>& revs) {
@@ -109,7 +121,7 @@ class ApplyPgTest : public ::testing::Test {
   std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<PgSession> session_;
   std::string team_;
-  int64_t seq_ = 0;
+  std::map<std::string, int64_t> seqs_;  // next seq per origin
 };
 
 TEST_F(ApplyPgTest, CreatesTeamAndTask) {
@@ -187,14 +199,18 @@ TEST_F(ApplyPgTest, DeleteKeepsATombstone) {
             absl::StrCat("DELETE|device-b|", del.id(), "|", deleted[0].version(), "|true"));
 }
 
-TEST_F(ApplyPgTest, DeleteOfAnUnknownObjectChangesNothing) {
+TEST_F(ApplyPgTest, DeleteOfAnUnknownObjectIsRememberedButWritesNoRow) {
   const std::string task = NewUuid();
   const std::string log_before = TotalLogCount();
   ASSERT_OK_AND_ASSIGN(auto r, Apply({Delete("task", task, kT0 + 1)}));
   EXPECT_EQ(r[0].outcome(), Outcome::OUTCOME_APPLIED) << r[0].reason();
-  EXPECT_TRUE(r[0].superseded());
+  EXPECT_EQ(r[0].resolution(), v1::RevisionResult::RESOLUTION_TOMBSTONED);
+  EXPECT_EQ(r[0].version(), 0);
   EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM public.tasks WHERE id = '", task, "'")), "0");
   EXPECT_EQ(TotalLogCount(), log_before);
+  EXPECT_EQ(Query(absl::StrCat("SELECT deleted_hlc FROM pulsesync.tombstones WHERE object_id = '",
+                               task, "'")),
+            HlcText(kT0 + 1, 0, "device-a"));
 }
 
 TEST_F(ApplyPgTest, ResentRevisionIsADuplicateAndChangesNothing) {
@@ -289,6 +305,7 @@ TEST_F(ApplyPgTest, RejectsInvalidRevisionsAndAppliesTheValidOnesOfTheSameBatch)
     batch.push_back(b.revision);
     add_valid();
   }
+  NumberInBatchOrder(&batch);
   const std::string log_before = TotalLogCount();
   ASSERT_OK_AND_ASSIGN(auto results, Apply(batch));
   ASSERT_EQ(results.size(), batch.size());
@@ -326,10 +343,10 @@ TEST_F(ApplyPgTest, RejectsInvalidRevisionsAndAppliesTheValidOnesOfTheSameBatch)
 // rejected alone; it must not fail the whole batch.
 TEST_F(ApplyPgTest, NulCharacterInOriginRejectsOnlyThatRevision) {
   const std::string good = NewUuid();
-  v1::Revision nul = Upsert("task", NewUuid(), Task("x"), kT0 + 1);
+  const v1::Revision good_revision = Upsert("task", good, Task("good"), kT0 + 1);
+  v1::Revision nul = Upsert("task", NewUuid(), Task("x"), kT0 + 1, 0, "other");
   nul.set_origin_id(std::string("dev\0ice", 7));
-  absl::StatusOr<std::vector<v1::RevisionResult>> results =
-      Apply({Upsert("task", good, Task("good"), kT0 + 1), nul});
+  absl::StatusOr<std::vector<v1::RevisionResult>> results = Apply({good_revision, nul});
   ASSERT_OK(results.status()) << "one bad revision failed the whole batch";
   EXPECT_EQ((*results)[0].outcome(), Outcome::OUTCOME_APPLIED) << (*results)[0].reason();
   EXPECT_EQ((*results)[1].outcome(), Outcome::OUTCOME_REJECTED);
@@ -359,21 +376,33 @@ TEST_F(ApplyPgTest, RevisionIdReusedForAnotherObjectIsRejected) {
 
 TEST_F(ApplyPgTest, OlderClockIsSupersededAndChangesNothing) {
   const std::string task = NewUuid();
-  ASSERT_OK_AND_ASSIGN(auto created, Apply({Upsert("task", task, Task("New"), kT0 + 100)}));
+  const v1::Revision create = Upsert("task", task, Task("New"), kT0 + 100);
+  const std::string created_id = create.id();
+  ASSERT_OK_AND_ASSIGN(auto created, Apply({create}));
   ASSERT_EQ(created[0].outcome(), Outcome::OUTCOME_APPLIED);
   const std::string row = TaskRow(task);
   for (const v1::Revision& old :
        {Upsert("task", task, R"({"title":"Old"})", kT0 + 99),
-        Upsert("task", task, R"({"title":"Old"})", kT0 + 100, 0, "device-0"),  // origin tie-break
-        Delete("task", task, kT0 + 50)}) {
+        Upsert("task", task, R"({"title":"Old"})", kT0 + 100, 0, "device-0")}) {  // tie-break
     ASSERT_OK_AND_ASSIGN(auto r, Apply({old}));
     EXPECT_EQ(r[0].outcome(), Outcome::OUTCOME_APPLIED) << r[0].reason();
     EXPECT_TRUE(r[0].superseded());
+    EXPECT_EQ(r[0].resolution(), v1::RevisionResult::RESOLUTION_SUPERSEDED);
     EXPECT_EQ(r[0].version(), created[0].version());
     EXPECT_EQ(AppliedCount(old.id()), "1");
   }
   EXPECT_EQ(TaskRow(task), row);
   EXPECT_EQ(LogCount(task), "1");
+
+  // A delete older than the latest edit loses too, but it is remembered: the
+  // task was deleted once and lives because of a later edit ("recovered"),
+  // as it would be had the delete arrived first.
+  const v1::Revision stale_delete = Delete("task", task, kT0 + 50, "device-b");
+  ASSERT_OK_AND_ASSIGN(auto d, Apply({stale_delete}));
+  EXPECT_TRUE(d[0].superseded());
+  EXPECT_EQ(d[0].resolution(), v1::RevisionResult::RESOLUTION_SUPERSEDED);
+  EXPECT_EQ(Query(TaskStateSql(task, "title, deleted, recovered, last_revision_id")),
+            absl::StrCat("New|f|t|", created_id));
 }
 
 // Applies `revisions` in order into a fresh database (with the team) and
@@ -388,7 +417,11 @@ class ApplyOrderTest : public ApplyPgTest {
     std::unique_ptr<PgSession> session = NewSession(**db);
     std::vector<v1::Revision> all = {Upsert("team", team_, R"({"name":"Core"})", kT0)};
     all.insert(all.end(), revisions.begin(), revisions.end());
-    for (const v1::Revision& r : all) {  // one batch each: separate deliveries
+    // Each origin's seqs in this delivery order: the revisions stand for
+    // edits of different devices whose arrival order varies.
+    std::map<std::string, int64_t> seqs;
+    for (v1::Revision r : all) {  // one batch each: separate deliveries
+      r.set_seq(++seqs[r.origin_id()]);
       absl::StatusOr<std::vector<v1::RevisionResult>> res =
           ApplyRevisionBatch(*session, {r}, ApplyLimits());
       EXPECT_OK(res.status());
@@ -440,9 +473,7 @@ TEST_F(ApplyOrderTest, DeleteAndLaterEditConvergeWhateverTheArrivalOrder) {
 // The same two revisions: the edit is newer than the delete, so in clock
 // order the task was deleted and then re-created by the edit ("recovered").
 // Which of them reached the server first must not decide the flag.
-// Disabled until issue 4 (field-level merge, tombstones for unseen objects):
-// object-level latest-wins cannot pass it yet.
-TEST_F(ApplyOrderTest, DISABLED_RecoveredFlagDoesNotDependOnTheArrivalOrder) {
+TEST_F(ApplyOrderTest, RecoveredFlagDoesNotDependOnTheArrivalOrder) {
   const std::string task = NewUuid();
   const v1::Revision create = Upsert("task", task, Task("Created"), kT0 + 1);
   const v1::Revision del = Delete("task", task, kT0 + 10, "device-b");
@@ -456,9 +487,7 @@ TEST_F(ApplyOrderTest, DISABLED_RecoveredFlagDoesNotDependOnTheArrivalOrder) {
 // DESIGN.md: "every client and the server reach the same state whatever the
 // order of delivery". Two edits of different fields of one task, delivered in
 // either order, must leave the same row.
-// Disabled until issue 4 (field-level merge, tombstones for unseen objects):
-// object-level latest-wins cannot pass it yet.
-TEST_F(ApplyOrderTest, DISABLED_EditsOfDifferentFieldsConvergeWhateverTheArrivalOrder) {
+TEST_F(ApplyOrderTest, EditsOfDifferentFieldsConvergeWhateverTheArrivalOrder) {
   const std::string task = NewUuid();
   const v1::Revision create = Upsert("task", task, Task("Created"), kT0 + 1);
   const v1::Revision title = Upsert("task", task, R"({"title":"Renamed"})", kT0 + 10, 0, "a");
@@ -470,9 +499,7 @@ TEST_F(ApplyOrderTest, DISABLED_EditsOfDifferentFieldsConvergeWhateverTheArrival
 
 // The same, for a delete that reaches the server before the object's
 // (earlier) creation: the delete is newer and must win in both orders.
-// Disabled until issue 4 (field-level merge, tombstones for unseen objects):
-// object-level latest-wins cannot pass it yet.
-TEST_F(ApplyOrderTest, DISABLED_DeleteArrivingBeforeTheCreateStillWins) {
+TEST_F(ApplyOrderTest, DeleteArrivingBeforeTheCreateStillWins) {
   const std::string task = NewUuid();
   const v1::Revision create = Upsert("task", task, Task("Created"), kT0 + 1);
   const v1::Revision del = Delete("task", task, kT0 + 10, "device-b");
@@ -490,12 +517,13 @@ TEST_F(ApplyPgTest, UpsertLaterThanADeleteRecreatesItAsRecovered) {
   ASSERT_EQ(r[1].outcome(), Outcome::OUTCOME_APPLIED);
   ASSERT_EQ(Query(absl::StrCat("SELECT deleted FROM public.tasks WHERE id = '", task, "'")), "t");
 
-  // An edit made before the delete stays deleted.
+  // An edit made before the delete stays deleted; its title is the latest
+  // title by clock, kept under the tombstone as if it had arrived in order.
   ASSERT_OK_AND_ASSIGN(auto older, Apply({Upsert("task", task, R"({"title":"Stale"})", kT0 + 5)}));
   EXPECT_TRUE(older[0].superseded());
   EXPECT_EQ(Query(absl::StrCat("SELECT concat_ws('|', title, deleted, recovered) FROM "
                                "public.tasks WHERE id = '", task, "'")),
-            "Original|t|f");
+            "Stale|t|f");
 
   // An edit made after it re-creates the task, flagged.
   ASSERT_OK_AND_ASSIGN(auto later, Apply({Upsert("task", task, R"({"title":"Back"})", kT0 + 20)}));
@@ -505,9 +533,10 @@ TEST_F(ApplyPgTest, UpsertLaterThanADeleteRecreatesItAsRecovered) {
   EXPECT_EQ(Query(absl::StrCat("SELECT concat_ws('|', title, priority, deleted, recovered, version) "
                                "FROM public.tasks WHERE id = '", task, "'")),
             absl::StrCat("Back|4|f|t|", later[0].version()));
+  EXPECT_EQ(later[0].resolution(), v1::RevisionResult::RESOLUTION_RECOVERED);
   EXPECT_EQ(Query(absl::StrCat("SELECT string_agg(op, ',' ORDER BY position) FROM "
                                "pulsesync.change_log WHERE object_id = '", task, "'")),
-            "INSERT,DELETE,UPDATE");
+            "INSERT,DELETE,UPDATE,UPDATE");
 }
 
 TEST_F(ApplyPgTest, VersionsStrictlyIncreasePerObject) {

@@ -81,7 +81,7 @@ TEST_F(MigratorPgTest, AppliesAllOnEmptyDatabaseThenNothing) {
   // The objects of each migration exist.
   EXPECT_EQ(Query("SELECT to_regproc('auth.uid')::text"), "auth.uid");
   EXPECT_EQ(Query("SELECT to_regclass('pulsesync.change_log')::text"), "pulsesync.change_log");
-  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.synced_tables"), "5");
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.synced_tables"), "6");
 
   const std::string before = Query(kMigrationRows);
   ASSERT_OK_AND_ASSIGN(int again, ApplyMigrations(*session_, real_));
@@ -212,7 +212,7 @@ TEST_F(MigratorPgTest, ConcurrentReplicasApplyEachMigrationOnce) {
     EXPECT_EQ(count, std::to_string(real_.size()));
     ASSERT_OK_AND_ASSIGN(std::string synced,
                          db->QueryValue("SELECT count(*) FROM pulsesync.synced_tables"));
-    EXPECT_EQ(synced, "5");
+    EXPECT_EQ(synced, "6");
   }
 }
 

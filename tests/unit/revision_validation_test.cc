@@ -212,7 +212,7 @@ TEST(ValidateRevisionTest, RejectsMissingOrOverlongOrigin) {
 TEST(ValidateRevisionTest, RejectsNegativeNumbers) {
   v1::Revision r = ValidUpsert();
   r.set_seq(-1);
-  EXPECT_THAT(ValidateRevision(r, ApplyLimits()), HasSubstr("seq is negative"));
+  EXPECT_THAT(ValidateRevision(r, ApplyLimits()), HasSubstr("seq must be 1 or more"));
   r = ValidUpsert();
   r.set_created_at(-1);
   EXPECT_THAT(ValidateRevision(r, ApplyLimits()), HasSubstr("created_at is negative"));
