@@ -381,9 +381,10 @@ TEST_F(ApplyPgTest, OlderClockIsSupersededAndChangesNothing) {
   ASSERT_OK_AND_ASSIGN(auto created, Apply({create}));
   ASSERT_EQ(created[0].outcome(), Outcome::OUTCOME_APPLIED);
   const std::string row = TaskRow(task);
-  for (const v1::Revision& old :
+  for (v1::Revision old :
        {Upsert("task", task, R"({"title":"Old"})", kT0 + 99),
         Upsert("task", task, R"({"title":"Old"})", kT0 + 100, 0, "device-0")}) {  // tie-break
+    old.set_base_version(created[0].version());  // made after seeing the task: no conflict
     ASSERT_OK_AND_ASSIGN(auto r, Apply({old}));
     EXPECT_EQ(r[0].outcome(), Outcome::OUTCOME_APPLIED) << r[0].reason();
     EXPECT_TRUE(r[0].superseded());
