@@ -189,6 +189,7 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   out << "pushed " << p.pushed << " (applied " << p.applied << ", duplicate " << p.duplicate
       << ", rejected " << p.rejected << "), pulled " << q.pulled << " (applied " << q.applied
       << ", skipped " << q.skipped << ")";
+  if (p.conflicts > 0) out << ", conflicts " << p.conflicts;
   if (q.snapshotted) {
     // The server no longer had the log from our cursor (or from the start).
     out << ", snapshot: applied " << q.snapshot.rows.applied << ", removed "
@@ -494,6 +495,14 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
     min_args = 1;
   } else if (command == "sync" || command == "status") {
     min_args = 0;
+  } else if (command == "conflicts") {
+    include_deleted = !args.empty() && args[0] == "--all";  // resolved ones too
+    if (include_deleted) args.erase(args.begin());
+    if (!args.empty()) return Usage(err, "conflicts takes no arguments besides --all");
+  } else if (command == "resolve") {
+    if (args.size() != 2 || (args[1] != "theirs" && args[1] != "mine")) {
+      return Usage(err, "resolve takes a conflict id and \"theirs\" or \"mine\"");
+    }
   } else {
     return Usage(err, absl::StrCat("unknown command \"", command, "\""));
   }
@@ -545,6 +554,30 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
         store->List(type->object_type, ReadOptions{include_deleted});
     if (!rows.ok()) return Fail(err, rows.status());
     for (const JsonValue& row : *rows) out << row.Serialize() << "\n";
+  } else if (command == "conflicts") {
+    absl::StatusOr<std::vector<Conflict>> conflicts = store->ListConflicts(include_deleted);
+    if (!conflicts.ok()) return Fail(err, conflicts.status());
+    for (const Conflict& c : *conflicts) {
+      JsonValue line = JsonValue::Object();
+      line.Set("id", JsonValue::String(c.id));
+      line.Set("object_type", JsonValue::String(c.object_type));
+      line.Set("object_id", JsonValue::String(c.object_id));
+      line.Set("kind", JsonValue::String(c.kind));
+      line.Set("field", c.field.empty() ? JsonValue() : JsonValue::String(c.field));
+      line.Set("local_value", c.local_value);
+      line.Set("winning_value", c.winning_value);
+      line.Set("loser_origin_id", JsonValue::String(c.loser_origin_id));
+      line.Set("winner_origin_id", JsonValue::String(c.winner_origin_id));
+      line.Set("created_at", JsonValue::String(c.created_at));
+      line.Set("mine", JsonValue::Bool(c.mine));
+      line.Set("resolved", JsonValue::Bool(c.resolved));
+      if (c.resolved) line.Set("resolution", JsonValue::String(c.resolution));
+      out << line.Serialize() << "\n";
+    }
+  } else if (command == "resolve") {
+    absl::Status st = store->ResolveConflict(
+        args[0], args[1] == "mine" ? ConflictChoice::kKeepMine : ConflictChoice::kKeepTheirs);
+    if (!st.ok()) return Fail(err, st);
   } else if (command == "sync") {
     if (follow) return RunFollow(flags, env, store, follow_snapshot, out, err);
     return RunSync(flags, env, store, out, err);

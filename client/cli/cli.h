@@ -24,6 +24,14 @@
 //   list [--deleted] TYPE         one JSON object per line, by created_at, id
 //   sync                          "pushed N (applied A, duplicate D, rejected R),
 //                                  pulled P (applied X, skipped Y)"
+//                                  [", conflicts C"] when pushes made some
+//   conflicts [--all]             one JSON object per open conflict record
+//                                 (--all: resolved ones too): id, object_type,
+//                                 object_id, kind, field, local_value,
+//                                 winning_value, loser_origin_id,
+//                                 winner_origin_id, created_at, mine, resolved
+//   resolve ID theirs|mine        nothing; closes the conflict (mine: writes
+//                                 the losing value again first)
 //   status                        "key: value" lines: origin_id, pending,
 //                                 cursor, server, and payload_key (the
 //                                 current key id) when a key is configured

@@ -251,7 +251,7 @@ TEST_F(CliTest, ErrorsAreOneLineAndWriteNothing) {
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err,
             "error: unknown object type \"widget\" (known: team, user, team_member, project, "
-            "task)\n");
+            "task, conflict)\n");
   r = Run({"create", "team", "version=3", "name=x"});
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err, "error: field \"version\" is set by the server and cannot be written\n");

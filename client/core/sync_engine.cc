@@ -130,6 +130,29 @@ absl::StatusOr<SyncSummary> SyncEngine::Sync() {
   return summary;
 }
 
+namespace {
+
+const char* ResolutionName(v1::RevisionResult::Resolution r) {
+  switch (r) {
+    case v1::RevisionResult::RESOLUTION_APPLIED:
+      return "applied";
+    case v1::RevisionResult::RESOLUTION_MERGED:
+      return "merged";
+    case v1::RevisionResult::RESOLUTION_CONFLICT:
+      return "conflict";
+    case v1::RevisionResult::RESOLUTION_RECOVERED:
+      return "recovered";
+    case v1::RevisionResult::RESOLUTION_SUPERSEDED:
+      return "superseded";
+    case v1::RevisionResult::RESOLUTION_TOMBSTONED:
+      return "tombstoned";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
   PushSummary summary;
   const int batch_size = options_.push_batch_size > 0 ? options_.push_batch_size : 100;
@@ -152,6 +175,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     std::vector<PushOutcome> outcomes;
     outcomes.reserve(batch.size());
     PushSummary page;
+    std::string out_of_order;  // the server's reason, if it held revisions back
     for (size_t i = 0; i < batch.size(); ++i) {
       const v1::RevisionResult& result = response->results(static_cast<int>(i));
       const PendingRevision& rev = batch[i];
@@ -164,6 +188,8 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
       o.revision_id = rev.id;
       o.server_version = result.version();
       o.superseded = result.superseded();
+      o.resolution = ResolutionName(result.resolution());
+      if (result.resolution() == v1::RevisionResult::RESOLUTION_CONFLICT) ++page.conflicts;
       switch (result.outcome()) {
         case v1::RevisionResult::OUTCOME_APPLIED:
           o.kind = PushOutcome::Kind::kApplied;
@@ -181,6 +207,11 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
           page.rejections.push_back(
               RejectedRevision{rev.id, rev.object_type, rev.object_id, result.reason()});
           break;
+        case v1::RevisionResult::OUTCOME_OUT_OF_ORDER:
+          // Not applied, nothing recorded: it stays pending and goes again
+          // (in seq order) next time.
+          if (out_of_order.empty()) out_of_order = result.reason();
+          continue;
         default:
           return absl::InternalError(
               absl::StrCat("server answered outcome ", result.outcome(), " for revision ", rev.id));
@@ -188,6 +219,12 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
       outcomes.push_back(std::move(o));
     }
     PS_RETURN_IF_ERROR(store_->RecordPushResults(outcomes));
+    if (!out_of_order.empty()) {
+      // Pushing again now would meet the same gap: report it and stop.
+      LogWarning("server held revisions back", {{"reason", out_of_order}});
+      return absl::FailedPreconditionError(
+          absl::StrCat("the server held revisions back: ", out_of_order));
+    }
     for (const RejectedRevision& r : page.rejections) {
       LogWarning("revision rejected", {{"revision_id", r.revision_id},
                                        {"object_type", r.object_type},
@@ -199,6 +236,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     summary.superseded += page.superseded;
     summary.duplicate += page.duplicate;
     summary.rejected += page.rejected;
+    summary.conflicts += page.conflicts;
     ++summary.batches;
     for (RejectedRevision& r : page.rejections) summary.rejections.push_back(std::move(r));
   }

@@ -134,6 +134,9 @@ struct PushSummary {
   int64_t superseded = 0;  // APPLIED but a later edit already held the object
   int64_t duplicate = 0;
   int64_t rejected = 0;
+  // APPLIED or DUPLICATE with RESOLUTION_CONFLICT: a conflict record was
+  // made (LocalStore::ListConflicts shows it once pulled).
+  int64_t conflicts = 0;
   int64_t batches = 0;
   std::vector<RejectedRevision> rejections;
 };

@@ -33,17 +33,39 @@ const char* const kOpDelete = "delete";
 
 // --- Schema ---
 
+// The local database's layout (PRAGMA user_version). 2: the _extra column,
+// revisions.resolution, the conflicts table. Independent of the schema
+// version the store acts as (LocalStoreOptions::schema_version): tables gain
+// the columns of a newer schema when opened as it (EnsureCatalog).
+constexpr int kLocalLayoutVersion = 2;
+
+// Per row, the fields the server sent that this client's schema does not
+// have (a newer schema's columns), as a JSON object: kept, not dropped, and
+// returned by Get and List beside the known ones.
+constexpr char kExtraColumn[] = "_extra";
+
+// Server columns that are the merge's bookkeeping, never stored here.
+bool IsServerInternal(absl::string_view name) {
+  return name == "live_hlc" || name == "deleted_hlc" || name == "field_clocks";
+}
+
+std::string ColumnDdl(const ColumnDef& c) {
+  std::string col = absl::StrCat(
+      c.name, " ",
+      c.type == ColumnType::kInteger || c.type == ColumnType::kBoolean ? "INTEGER" : "TEXT");
+  if (c.system && !c.default_sql.empty()) absl::StrAppend(&col, " NOT NULL");
+  if (!c.default_sql.empty()) absl::StrAppend(&col, " DEFAULT ", c.default_sql);
+  return col;
+}
+
 std::string TableDdl(const ObjectTypeDef& def) {
   std::vector<std::string> cols;
   for (const ColumnDef& c : def.columns) {
-    std::string col = absl::StrCat(
-        c.name, " ",
-        c.type == ColumnType::kInteger || c.type == ColumnType::kBoolean ? "INTEGER" : "TEXT");
+    std::string col = ColumnDdl(c);
     if (c.name == "id") absl::StrAppend(&col, " PRIMARY KEY NOT NULL");
-    if (c.system && !c.default_sql.empty()) absl::StrAppend(&col, " NOT NULL");
-    if (!c.default_sql.empty()) absl::StrAppend(&col, " DEFAULT ", c.default_sql);
     cols.push_back(std::move(col));
   }
+  cols.push_back(absl::StrCat(kExtraColumn, " TEXT"));
   // No foreign keys: remote changes may arrive in any order.
   return absl::StrCat("CREATE TABLE ", def.table, " (\n  ", absl::StrJoin(cols, ",\n  "),
                       "\n);\nCREATE INDEX ", def.table, "_created_idx ON ", def.table,
@@ -68,7 +90,8 @@ CREATE TABLE revisions (
   server_version INTEGER,
   outcome TEXT,
   reject_reason TEXT,
-  superseded INTEGER NOT NULL DEFAULT 0
+  superseded INTEGER NOT NULL DEFAULT 0,
+  resolution TEXT
 );
 CREATE INDEX revisions_synced_seq_idx ON revisions (synced, seq);
 CREATE INDEX revisions_object_idx ON revisions (object_type, object_id);
@@ -83,16 +106,19 @@ CREATE TABLE sync_state (
 );
 )sql";
 
+// The catalog's columns, then _extra (RowToJson reads it last).
 std::string SelectColumns(const ObjectTypeDef& def) {
   std::vector<std::string> names;
   for (const ColumnDef& c : def.columns) names.push_back(c.name);
+  names.push_back(kExtraColumn);
   return absl::StrJoin(names, ", ");
 }
 
 // --- Values ---
 
-absl::StatusOr<const ObjectTypeDef*> LookupType(absl::string_view object_type) {
-  const ObjectTypeDef* def = FindObjectType(object_type);
+absl::StatusOr<const ObjectTypeDef*> LookupType(absl::string_view object_type,
+                                                int schema_version) {
+  const ObjectTypeDef* def = FindObjectType(object_type, schema_version);
   if (def == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unknown object type \"", object_type,
                                                    "\" (known: ", KnownObjectTypeNames(), ")"));
@@ -134,6 +160,9 @@ absl::Status ValidateField(const ObjectTypeDef& def, const std::string& name,
     case ColumnType::kBoolean:
       ok = value.type() == JsonValue::Type::kBool;
       break;
+    case ColumnType::kJson:
+      ok = true;
+      break;
   }
   if (!ok) {
     return absl::InvalidArgumentError(
@@ -163,6 +192,8 @@ absl::Status BindLocal(Statement* stmt, int index, const ColumnDef& col, const J
       return stmt->BindInt64(index, *v.AsInt64());
     case ColumnType::kUuid:
       return stmt->BindText(index, absl::AsciiStrToLower(v.text()));
+    case ColumnType::kJson:
+      return stmt->BindText(index, v.Serialize());
     default:
       return stmt->BindText(index, v.text());
   }
@@ -171,6 +202,9 @@ absl::Status BindLocal(Statement* stmt, int index, const ColumnDef& col, const J
 // Binds a value from the server, leniently: the server's row is the truth
 // even where it does not match our column type.
 absl::Status BindRemote(Statement* stmt, int index, const ColumnDef& col, const JsonValue& v) {
+  if (col.type == ColumnType::kJson) {
+    return v.is_null() ? stmt->BindNull(index) : stmt->BindText(index, v.Serialize());
+  }
   switch (v.type()) {
     case JsonValue::Type::kNull:
       return stmt->BindNull(index);
@@ -204,10 +238,23 @@ JsonValue RowToJson(const ObjectTypeDef& def, const Statement& stmt) {
         break;
       }
       default:
-        v = JsonValue::String(stmt.ColumnText(i));
+        if (col.type == ColumnType::kJson) {
+          absl::StatusOr<JsonValue> parsed = ParseJson(stmt.ColumnText(i));
+          v = parsed.ok() ? *std::move(parsed) : JsonValue::String(stmt.ColumnText(i));
+        } else {
+          v = JsonValue::String(stmt.ColumnText(i));
+        }
         break;
     }
     members.emplace_back(col.name, std::move(v));
+  }
+  // Fields of a newer schema, after the known ones.
+  const int extra = static_cast<int>(def.columns.size());
+  if (stmt.column_kind(extra) != Statement::ColumnKind::kNull) {
+    absl::StatusOr<JsonValue> fields = ParseJson(stmt.ColumnText(extra));
+    if (fields.ok() && fields->is_object()) {
+      for (const JsonValue::Member& m : fields->members()) members.push_back(m);
+    }
   }
   return JsonValue::Object(std::move(members));
 }
@@ -221,6 +268,40 @@ absl::StatusOr<std::string> NormalizeId(absl::string_view id) {
 
 absl::Status NotFound(const ObjectTypeDef& def, absl::string_view id) {
   return absl::NotFoundError(absl::StrCat(def.object_type, " ", id, " not found"));
+}
+
+// Creates the tables and adds the columns of `schema_version` that the
+// database lacks (a store first opened as an older schema, or before a type
+// existed); a new column takes its values from the rows' _extra fields,
+// where an older schema kept them.
+absl::Status EnsureCatalog(SqliteDb& db, int schema_version) {
+  for (const ObjectTypeDef& def : AllObjectTypes(schema_version)) {
+    std::set<std::string> have;
+    {
+      PS_ASSIGN_OR_RETURN(Statement info,
+                          db.Prepare(absl::StrCat("SELECT name FROM pragma_table_info('",
+                                                  def.table, "')")));
+      while (true) {
+        PS_ASSIGN_OR_RETURN(bool row, info.Step());
+        if (!row) break;
+        have.insert(info.ColumnText(0));
+      }
+    }
+    if (have.empty()) {
+      PS_RETURN_IF_ERROR(db.Exec(TableDdl(def)));
+      continue;
+    }
+    for (const ColumnDef& c : def.columns) {
+      if (have.count(c.name) > 0) continue;
+      const std::string path = absl::StrCat("'$.", c.name, "'");
+      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat(
+          "ALTER TABLE ", def.table, " ADD COLUMN ", ColumnDdl(c), ";\n", "UPDATE ", def.table,
+          " SET ", c.name, " = json_extract(", kExtraColumn, ", ", path, "), ", kExtraColumn,
+          " = nullif(json_remove(", kExtraColumn, ", ", path, "), '{}') WHERE json_type(",
+          kExtraColumn, ", ", path, ") IS NOT NULL;")));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -256,14 +337,21 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
       PS_ASSIGN_OR_RETURN(bool row, uv.Step());
       if (row) version = uv.ColumnInt64(0);
     }
-    if (version > kClientSchemaVersion) {
+    if (version > kLocalLayoutVersion) {
       return absl::FailedPreconditionError(
-          absl::StrCat("database ", path, " has schema version ", version,
-                       ", newer than this client's ", kClientSchemaVersion, "; upgrade pulsesync"));
+          absl::StrCat("database ", path, " has layout version ", version,
+                       ", newer than this client's ", kLocalLayoutVersion, "; upgrade pulsesync"));
+    }
+    if (options.schema_version < 1 || options.schema_version > kClientSchemaVersion) {
+      return absl::InvalidArgumentError(absl::StrCat("schema version ", options.schema_version,
+                                                     " is not one this client knows (1..",
+                                                     kClientSchemaVersion, ")"));
     }
     if (version == 0) {
       std::string ddl;
-      for (const ObjectTypeDef& def : AllObjectTypes()) absl::StrAppend(&ddl, TableDdl(def));
+      for (const ObjectTypeDef& def : AllObjectTypes(options.schema_version)) {
+        absl::StrAppend(&ddl, TableDdl(def));
+      }
       absl::StrAppend(&ddl, kSyncTablesDdl);
       PS_RETURN_IF_ERROR(db.Exec(ddl));
       PS_ASSIGN_OR_RETURN(Statement ins,
@@ -271,11 +359,17 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
                                      "VALUES (1, ?, 1)"));
       PS_RETURN_IF_ERROR(ins.BindText(1, NewUuid()));
       PS_RETURN_IF_ERROR(ins.Run());
-      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kClientSchemaVersion)));
       created = true;
+    } else if (version == 1) {
+      std::string ddl = "ALTER TABLE revisions ADD COLUMN resolution TEXT;\n";
+      for (const ObjectTypeDef& def : AllObjectTypes(1)) {
+        if (def.object_type == "conflict") continue;  // new in layout 2
+        absl::StrAppend(&ddl, "ALTER TABLE ", def.table, " ADD COLUMN ", kExtraColumn, " TEXT;\n");
+      }
+      PS_RETURN_IF_ERROR(db.Exec(ddl));
     }
-    // Future schema upgrades (version < kClientSchemaVersion) go here, one
-    // step per version, inside this transaction.
+    PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kLocalLayoutVersion)));
+    PS_RETURN_IF_ERROR(EnsureCatalog(db, options.schema_version));
     PS_RETURN_IF_ERROR(txn.Commit());
   }
 
@@ -290,8 +384,8 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
   }
   std::shared_ptr<const Keyring> keyring = std::move(options.keyring);
   if (keyring != nullptr && keyring->empty()) keyring.reset();
-  std::unique_ptr<LocalStore> store(
-      new LocalStore(std::move(db), clock, origin, created, std::move(keyring)));
+  std::unique_ptr<LocalStore> store(new LocalStore(std::move(db), clock, origin, created,
+                                                   std::move(keyring), options.schema_version));
   if (store->keyring_ != nullptr && options.reencrypt_on_open) {
     PS_ASSIGN_OR_RETURN(ReencryptSummary summary, store->ReencryptPayloads());
     if (summary.rewritten > 0 || summary.failed > 0) {
@@ -305,8 +399,10 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
 }
 
 LocalStore::LocalStore(SqliteDb db, const WallClock& clock, std::string origin_id,
-                       bool newly_created, std::shared_ptr<const Keyring> keyring)
-    : db_(std::move(db)),
+                       bool newly_created, std::shared_ptr<const Keyring> keyring,
+                       int schema_version)
+    : schema_version_(schema_version),
+      db_(std::move(db)),
       clock_(clock),
       keyring_(std::move(keyring)),
       origin_id_(std::move(origin_id)),
@@ -455,7 +551,7 @@ absl::Status LocalStore::WriteRevision(StateRow* state, const ObjectTypeDef& typ
   PS_RETURN_IF_ERROR(st.BindInt64(7, clock_.NowMs()));
   PS_RETURN_IF_ERROR(st.BindText(8, op == RevisionOp::kDelete ? kOpDelete : kOpUpsert));
   PS_RETURN_IF_ERROR(st.BindInt64(9, base_version));
-  PS_RETURN_IF_ERROR(st.BindInt64(10, kClientSchemaVersion));
+  PS_RETURN_IF_ERROR(st.BindInt64(10, schema_version_));
   PS_RETURN_IF_ERROR(st.BindInt64(11, ts.physical_ms));
   PS_RETURN_IF_ERROR(st.BindInt64(12, ts.counter));
   PS_RETURN_IF_ERROR(st.Run());
@@ -511,7 +607,7 @@ void LocalStore::NotifyLocalWrite() {
 
 absl::StatusOr<std::string> LocalStore::CreateImpl(absl::string_view object_type,
                                                    const JsonValue& fields) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
   PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
   std::vector<std::string> missing;
   for (const ColumnDef& c : def->columns) {
@@ -578,7 +674,7 @@ absl::StatusOr<std::string> LocalStore::CreateImpl(absl::string_view object_type
 
 absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_view raw_id,
                                     const JsonValue& fields) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
   PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
   PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
   JsonValue payload = JsonValue::Object();
@@ -598,20 +694,29 @@ absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
   PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(*def, id));
-  if (!row.has_value() || row->deleted) return NotFound(*def, id);
+  PS_RETURN_IF_ERROR(UpsertLocked(&state, *def, id, payload, /*revive=*/false));
+  PS_RETURN_IF_ERROR(SaveState(state));
+  return txn.Commit();
+}
+
+absl::Status LocalStore::UpsertLocked(StateRow* state, const ObjectTypeDef& def,
+                                      const std::string& id, const JsonValue& payload,
+                                      bool revive) {
+  PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(def, id));
+  if (!row.has_value() || (row->deleted && !revive)) return NotFound(def, id);
   const int64_t base_version = row->version;
 
-  HybridLogicalClock hlc(clock_, state.hlc);
+  HybridLogicalClock hlc(clock_, state->hlc);
   const HlcTimestamp ts = hlc.Now();
-  state.hlc = hlc.last();
+  state->hlc = hlc.last();
   const std::string revision_id = NewUuid();
 
   std::vector<std::string> sets = {"updated_at = ?", "last_origin_id = ?", "last_revision_id = ?",
                                    "hlc = ?"};
+  if (revive) sets.push_back("deleted = 0");
   for (const JsonValue::Member& m : payload.members()) sets.push_back(m.first + " = ?");
   PS_ASSIGN_OR_RETURN(Statement upd,
-                      db_.Prepare(absl::StrCat("UPDATE ", def->table, " SET ",
+                      db_.Prepare(absl::StrCat("UPDATE ", def.table, " SET ",
                                                absl::StrJoin(sets, ", "), " WHERE id = ?")));
   PS_RETURN_IF_ERROR(upd.BindText(1, FormatTimestamp(clock_.NowMs())));
   PS_RETURN_IF_ERROR(upd.BindText(2, origin_id_));
@@ -619,18 +724,16 @@ absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_
   PS_RETURN_IF_ERROR(upd.BindText(4, FormatHlc(ts, origin_id_)));
   int index = 5;
   for (const JsonValue::Member& m : payload.members()) {
-    PS_RETURN_IF_ERROR(BindLocal(&upd, index++, *def->FindColumn(m.first), m.second));
+    PS_RETURN_IF_ERROR(BindLocal(&upd, index++, *def.FindColumn(m.first), m.second));
   }
   PS_RETURN_IF_ERROR(upd.BindText(index, id));
   PS_RETURN_IF_ERROR(upd.Run());
-  PS_RETURN_IF_ERROR(WriteRevision(&state, *def, id, RevisionOp::kUpsert, payload.Serialize(),
-                                   base_version, revision_id, ts));
-  PS_RETURN_IF_ERROR(SaveState(state));
-  return txn.Commit();
+  return WriteRevision(state, def, id, RevisionOp::kUpsert, payload.Serialize(), base_version,
+                       revision_id, ts);
 }
 
 absl::Status LocalStore::DeleteImpl(absl::string_view object_type, absl::string_view raw_id) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
   PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
 
   absl::MutexLock lock(&mu_);
@@ -666,7 +769,7 @@ absl::Status LocalStore::DeleteImpl(absl::string_view object_type, absl::string_
 absl::StatusOr<std::optional<JsonValue>> LocalStore::Get(absl::string_view object_type,
                                                          absl::string_view raw_id,
                                                          ReadOptions options) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
   PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(std::optional<JsonValue> row, ReadRow(*def, id));
@@ -679,7 +782,7 @@ absl::StatusOr<std::optional<JsonValue>> LocalStore::Get(absl::string_view objec
 
 absl::StatusOr<std::vector<JsonValue>> LocalStore::List(absl::string_view object_type,
                                                         ReadOptions options) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type));
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(Statement st,
                       db_.Prepare(absl::StrCat("SELECT ", SelectColumns(*def), " FROM ", def->table,
@@ -738,7 +841,8 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
   PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
   PS_ASSIGN_OR_RETURN(Statement st,
                       db_.Prepare("UPDATE revisions SET synced = 1, server_version = ?, "
-                                  "outcome = ?, reject_reason = ?, superseded = ? WHERE id = ?"));
+                                  "outcome = ?, reject_reason = ?, superseded = ?, resolution = ? "
+                                  "WHERE id = ?"));
   for (const PushOutcome& o : outcomes) {
     st.Reset();
     PS_RETURN_IF_ERROR(st.BindInt64(1, o.server_version));
@@ -752,7 +856,12 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
       PS_RETURN_IF_ERROR(st.BindNull(3));
     }
     PS_RETURN_IF_ERROR(st.BindInt64(4, o.superseded ? 1 : 0));
-    PS_RETURN_IF_ERROR(st.BindText(5, o.revision_id));
+    if (o.resolution.empty()) {
+      PS_RETURN_IF_ERROR(st.BindNull(5));
+    } else {
+      PS_RETURN_IF_ERROR(st.BindText(5, o.resolution));
+    }
+    PS_RETURN_IF_ERROR(st.BindText(6, o.revision_id));
     PS_RETURN_IF_ERROR(st.Run());
     if (db_.changes() == 0) {
       return absl::NotFoundError(absl::StrCat("no revision ", o.revision_id));
@@ -825,21 +934,26 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   } else {
     std::vector<const ColumnDef*> cols;
     std::vector<const JsonValue*> values;
+    JsonValue extra = JsonValue::Object();  // fields this schema does not have
     for (const JsonValue::Member& m : record.members()) {
       const ColumnDef* col = def->FindColumn(m.first);
-      if (col == nullptr || col->name == "id" || col->name == "version") continue;
+      if (col == nullptr) {
+        if (!IsServerInternal(m.first)) extra.Set(m.first, m.second);
+        continue;
+      }
+      if (col->name == "id" || col->name == "version") continue;
       if (exists && kept.count(col->name) > 0) continue;
       cols.push_back(col);
       values.push_back(&m.second);
     }
     std::string sql;
     if (exists) {
-      std::vector<std::string> sets = {"version = ?"};
+      std::vector<std::string> sets = {"version = ?", absl::StrCat(kExtraColumn, " = ?")};
       for (const ColumnDef* c : cols) sets.push_back(c->name + " = ?");
       sql =
           absl::StrCat("UPDATE ", def->table, " SET ", absl::StrJoin(sets, ", "), " WHERE id = ?");
     } else {
-      std::vector<std::string> names = {"version"};
+      std::vector<std::string> names = {"version", kExtraColumn};
       for (const ColumnDef* c : cols) names.push_back(c->name);
       names.push_back("id");
       std::vector<std::string> marks(names.size(), "?");
@@ -848,7 +962,12 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
     }
     PS_ASSIGN_OR_RETURN(Statement up, db_.Prepare(sql));
     PS_RETURN_IF_ERROR(up.BindInt64(1, version));
-    int index = 2;
+    if (extra.members().empty()) {
+      PS_RETURN_IF_ERROR(up.BindNull(2));
+    } else {
+      PS_RETURN_IF_ERROR(up.BindText(2, extra.Serialize()));
+    }
+    int index = 3;
     for (size_t i = 0; i < cols.size(); ++i) {
       PS_RETURN_IF_ERROR(BindRemote(&up, index++, *cols[i], *values[i]));
     }
@@ -865,7 +984,8 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
 absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
                                                 HybridLogicalClock* hlc) {
   const ObjectTypeDef* def =
-      FindObjectType(change.object_type.empty() ? change.table : change.object_type);
+      FindObjectType(change.object_type.empty() ? change.table : change.object_type,
+                     schema_version_);
   if (def == nullptr) {
     LogDebug("skipping change of unknown object type",
              {{"object_type", change.object_type}, {"table", change.table}});
@@ -921,7 +1041,7 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
   const bool is_delete = change.event == ChangeEvent::kDelete;
   PS_RETURN_IF_ERROR(rev.BindText(7, is_delete ? kOpDelete : kOpUpsert));
   PS_RETURN_IF_ERROR(rev.BindInt64(8, local_version));
-  PS_RETURN_IF_ERROR(rev.BindInt64(9, kClientSchemaVersion));
+  PS_RETURN_IF_ERROR(rev.BindInt64(9, schema_version_));
   PS_RETURN_IF_ERROR(rev.BindInt64(10, remote_ts.physical_ms));
   PS_RETURN_IF_ERROR(rev.BindInt64(11, remote_ts.counter));
   PS_RETURN_IF_ERROR(rev.BindInt64(12, change.version));
@@ -962,10 +1082,10 @@ absl::StatusOr<ApplyChangesSummary> LocalStore::ApplyRemoteChanges(
 absl::Status LocalStore::BeginSnapshotLocked(const std::vector<std::string>& tables) {
   std::set<std::string> covered;
   if (tables.empty()) {
-    for (const ObjectTypeDef& def : AllObjectTypes()) covered.insert(def.object_type);
+    for (const ObjectTypeDef& def : AllObjectTypes(schema_version_)) covered.insert(def.object_type);
   } else {
     for (const std::string& t : tables) {
-      PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(t));
+      PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(t, schema_version_));
       covered.insert(def->object_type);
     }
   }
@@ -988,7 +1108,8 @@ absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>
       db_.Prepare("INSERT OR IGNORE INTO temp.snapshot_seen (object_type, object_id) VALUES (?, ?)"));
   for (const SnapshotRows& group : rows) {
     const ObjectTypeDef* def =
-        FindObjectType(group.object_type.empty() ? group.table : group.object_type);
+        FindObjectType(group.object_type.empty() ? group.table : group.object_type,
+                     schema_version_);
     if (def == nullptr || snapshot_types_->count(def->object_type) == 0) {
       LogDebug("skipping snapshot rows of an unknown or uncovered type",
                {{"object_type", group.object_type}, {"table", group.table}});
@@ -1027,7 +1148,7 @@ absl::Status LocalStore::FinishSnapshotLocked(StateRow* state, absl::string_view
     return absl::FailedPreconditionError("no snapshot in progress (call BeginSnapshot first)");
   }
   for (const std::string& type : *snapshot_types_) {
-    const ObjectTypeDef* def = FindObjectType(type);
+    const ObjectTypeDef* def = FindObjectType(type, schema_version_);
     const std::string absent = absl::StrCat(
         " FROM ", def->table,
         " WHERE id NOT IN (SELECT object_id FROM temp.snapshot_seen WHERE object_type = ?1)"
@@ -1113,6 +1234,113 @@ absl::Status LocalStore::ResetCursor() {
 }
 
 // --- State ---
+
+// --- Conflicts ---
+
+absl::StatusOr<std::vector<Conflict>> LocalStore::ListConflicts(bool include_resolved) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType("conflict", schema_version_));
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(
+      Statement st,
+      db_.Prepare(absl::StrCat("SELECT ", SelectColumns(*def), " FROM ", def->table,
+                               " WHERE deleted = 0", include_resolved ? "" : " AND resolved = 0",
+                               " ORDER BY created_at, id")));
+  std::vector<Conflict> out;
+  while (true) {
+    PS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    const JsonValue r = RowToJson(*def, st);
+    auto text = [&](const char* name) {
+      const JsonValue* v = r.Find(name);
+      return v != nullptr && v->is_string() ? v->text() : std::string();
+    };
+    Conflict c;
+    c.id = text("id");
+    c.object_type = text("object_type");
+    c.object_id = text("object_id");
+    c.kind = text("kind");
+    c.field = text("field");
+    if (const JsonValue* v = r.Find("local_value")) c.local_value = *v;
+    if (const JsonValue* v = r.Find("winning_value")) c.winning_value = *v;
+    c.loser_origin_id = text("loser_origin_id");
+    c.winner_origin_id = text("winner_origin_id");
+    c.created_at = text("created_at");
+    c.mine = c.loser_origin_id == origin_id_;
+    const JsonValue* resolved = r.Find("resolved");
+    c.resolved = resolved != nullptr && resolved->type() == JsonValue::Type::kBool &&
+                 resolved->bool_value();
+    c.resolution = text("resolution");
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+absl::Status LocalStore::ResolveConflict(absl::string_view conflict_id, ConflictChoice choice) {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType("conflict", schema_version_));
+  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(conflict_id));
+  {
+    absl::MutexLock lock(&mu_);
+    PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+    PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+    PS_ASSIGN_OR_RETURN(std::optional<JsonValue> record, ReadRow(*def, id));
+    const JsonValue* resolved = record.has_value() ? record->Find("resolved") : nullptr;
+    if (!record.has_value() ||
+        (resolved != nullptr && resolved->type() == JsonValue::Type::kBool &&
+         resolved->bool_value())) {
+      return absl::NotFoundError(absl::StrCat("no open conflict ", id));
+    }
+    if (choice == ConflictChoice::kKeepMine) {
+      auto text = [&](const char* name) {
+        const JsonValue* v = record->Find(name);
+        return v != nullptr && v->is_string() ? v->text() : std::string();
+      };
+      const std::string object_type = text("object_type");
+      const std::string object_id = text("object_id");
+      const std::string kind = text("kind");
+      const ObjectTypeDef* target = FindObjectType(object_type, schema_version_);
+      if (target == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("conflict ", id, " is about object type \"", object_type,
+                         "\", which this client does not know"));
+      }
+      const JsonValue* local = record->Find("local_value");
+      JsonValue payload = JsonValue::Object();
+      if (kind == "deleted") {
+        if (local != nullptr && local->is_object()) {
+          for (const JsonValue::Member& m : local->members()) {
+            const ColumnDef* col = target->FindColumn(m.first);
+            if (col != nullptr && !col->system && col->name != "id") payload.Set(m.first, m.second);
+          }
+        }
+      } else {
+        const std::string field = text("field");
+        const ColumnDef* col = target->FindColumn(field);
+        if (col == nullptr || col->system) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "conflict ", id, " is about field \"", field, "\", which this client cannot write"));
+        }
+        payload.Set(field, local != nullptr ? *local : JsonValue());
+      }
+      PS_RETURN_IF_ERROR(ValidateFields(*target, payload));
+      // (An empty payload for "deleted" still brings the object back.)
+      absl::Status st = UpsertLocked(&state, *target, object_id, payload, kind == "deleted");
+      if (absl::IsNotFound(st)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "conflict ", id, ": ", object_type, " ", object_id, " is not in this database"));
+      }
+      PS_RETURN_IF_ERROR(st);
+    }
+    JsonValue close = JsonValue::Object();
+    close.Set("resolved", JsonValue::Bool(true));
+    close.Set("resolution",
+              JsonValue::String(choice == ConflictChoice::kKeepMine ? "mine" : "theirs"));
+    PS_RETURN_IF_ERROR(UpsertLocked(&state, *def, id, close, /*revive=*/false));
+    PS_RETURN_IF_ERROR(SaveState(state));
+    PS_RETURN_IF_ERROR(txn.Commit());
+  }
+  NotifyLocalWrite();
+  return absl::OkStatus();
+}
 
 absl::StatusOr<SyncState> LocalStore::GetSyncState() {
   absl::MutexLock lock(&mu_);

@@ -101,13 +101,15 @@
 
 namespace pulsesync {
 
-// The schema this client writes (PRAGMA user_version) and sends as
-// Revision.schema_version.
-inline constexpr int kClientSchemaVersion = 1;
-
 struct LocalStoreOptions {
   // Create the file (and a new origin id) if it does not exist.
   bool create_if_missing = true;
+  // The schema version the app is built for (object_types.h): the columns it
+  // reads and writes, sent with every revision so that the server upgrades
+  // an older version's payloads. Fields of a newer schema that arrive from
+  // the server are kept beside the row and returned by Get and List; opening
+  // the store later as the newer version moves them into their columns.
+  int schema_version = kClientSchemaVersion;
   int busy_timeout_ms = 5000;
   // Time source for HLC, created_at and updated_at; must outlive the store.
   // nullptr = WallClock::Real().
@@ -149,6 +151,33 @@ struct PushOutcome {
   int64_t server_version = 0;
   bool superseded = false;
   std::string reject_reason;
+  // How the server merged it: "applied", "merged", "conflict", "recovered",
+  // "superseded", "tombstoned" (sync.proto, RevisionResult.Resolution).
+  std::string resolution;
+};
+
+// A conflict record (docs/CONFLICTS.md): a value that lost to a concurrent
+// edit of the same field, or an edit that lost to a later delete. The
+// server makes them; they reach every client that sees the object.
+struct Conflict {
+  std::string id;
+  std::string object_type;
+  std::string object_id;
+  std::string kind;       // "field" or "deleted"
+  std::string field;      // kind "field": the field; empty for "deleted"
+  JsonValue local_value;  // the losing value ("deleted": the edit's fields)
+  JsonValue winning_value;  // the value the object holds (null for "deleted")
+  std::string loser_origin_id;   // the device whose value lost
+  std::string winner_origin_id;  // the device (or "" for SQL) whose value won
+  std::string created_at;
+  bool mine = false;      // the losing value was this device's
+  bool resolved = false;
+  std::string resolution;  // "theirs" or "mine" once resolved
+};
+
+enum class ConflictChoice {
+  kKeepTheirs,  // the winning value stays; the record is closed
+  kKeepMine,    // the losing value is written again (a new revision), then closed
 };
 
 enum class ChangeEvent { kInsert, kUpdate, kDelete };
@@ -316,6 +345,23 @@ class LocalStore {
   // The key id new payloads are encrypted with; "" = plaintext.
   std::string payload_key_id() const;
 
+  // --- Conflicts (docs/CONFLICTS.md) ---
+
+  // Conflict records of objects this database holds, oldest first; open
+  // ones only unless `include_resolved`.
+  [[nodiscard]] absl::StatusOr<std::vector<Conflict>> ListConflicts(bool include_resolved = false);
+
+  // Resolves a conflict record, in one transaction: kKeepTheirs closes it;
+  // kKeepMine also writes its losing value again as a new revision of the
+  // object (whose later clock wins), bringing a deleted object back for
+  // kind "deleted". The record's close is itself a revision that syncs.
+  // Errors: kNotFound (no such open record), kFailedPrecondition (kKeepMine
+  // and the object is not in this database), as Update for the object.
+  [[nodiscard]] absl::Status ResolveConflict(absl::string_view conflict_id, ConflictChoice choice);
+
+  // The schema version this store acts as (LocalStoreOptions).
+  int schema_version() const { return schema_version_; }
+
   // --- State ---
 
   [[nodiscard]] absl::StatusOr<SyncState> GetSyncState();
@@ -334,7 +380,8 @@ class LocalStore {
 
  private:
   LocalStore(sqlite::SqliteDb db, const WallClock& clock, std::string origin_id,
-             bool newly_created, std::shared_ptr<const Keyring> keyring);
+             bool newly_created, std::shared_ptr<const Keyring> keyring, int schema_version);
+
 
   // The payload as stored: an envelope with a keyring, else `plaintext`.
   absl::StatusOr<std::string> SealPayload(absl::string_view revision_id,
@@ -358,6 +405,12 @@ class LocalStore {
                                                        const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveState(const StateRow& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets `payload`'s fields (validated, no "id") of object `id` and records
+  // the upsert revision, in the caller's transaction. A tombstone is
+  // kNotFound unless `revive`, which brings it back (deleted = 0).
+  absl::Status UpsertLocked(StateRow* state, const ObjectTypeDef& def, const std::string& id,
+                            const JsonValue& payload, bool revive)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Inserts the pending revision for a local write; `state` is advanced.
   absl::Status WriteRevision(StateRow* state, const ObjectTypeDef& type,
                              absl::string_view object_id, RevisionOp op, const std::string& payload,
@@ -397,6 +450,7 @@ class LocalStore {
   absl::Status DeleteImpl(absl::string_view object_type, absl::string_view id);
   void NotifyLocalWrite() ABSL_LOCKS_EXCLUDED(listener_mu_);
 
+  const int schema_version_;
   absl::Mutex mu_;
   sqlite::SqliteDb db_ ABSL_GUARDED_BY(mu_);
   // The types of the snapshot in progress (Begin..Finish); nullopt = none.

@@ -1,13 +1,15 @@
 #include "client/store/object_types.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_join.h"
 
 namespace pulsesync {
 namespace {
 
 ColumnDef Col(const char* name, ColumnType type, bool required = false,
-              const char* default_sql = "") {
-  return ColumnDef{name, type, /*system=*/false, required, default_sql};
+              const char* default_sql = "", int since_version = 1) {
+  return ColumnDef{name, type, /*system=*/false, required, default_sql, since_version};
 }
 
 ColumnDef Sys(const char* name, ColumnType type, const char* default_sql = "") {
@@ -26,7 +28,7 @@ ObjectTypeDef Type(const char* object_type, const char* table, std::vector<Colum
   return def;
 }
 
-std::vector<ObjectTypeDef>* BuildCatalog() {
+std::vector<ObjectTypeDef>* BuildCatalog(int schema_version) {
   using T = ColumnType;
   auto* types = new std::vector<ObjectTypeDef>();
   types->push_back(
@@ -48,7 +50,27 @@ std::vector<ObjectTypeDef>* BuildCatalog() {
                          Col("project_id", T::kUuid), Col("title", T::kText, true),
                          Col("description", T::kText), Col("status", T::kText, false, "'todo'"),
                          Col("priority", T::kInteger, false, "0"), Col("assignee_id", T::kUuid),
-                         Col("due_at", T::kTimestamp), Col("created_at", T::kTimestamp)}));
+                         Col("due_at", T::kTimestamp), Col("created_at", T::kTimestamp),
+                         Col("is_archived", T::kBoolean, false, "0", /*since_version=*/2)}));
+  // Written by the server only; a client sets resolved and resolution.
+  ObjectTypeDef conflict = Type(
+      "conflict", "conflicts",
+      {Col("id", T::kUuid), Sys("team_id", T::kUuid), Sys("user_id", T::kUuid),
+       Sys("object_type", T::kText), Sys("object_id", T::kUuid), Sys("kind", T::kText),
+       Sys("field", T::kText), Sys("local_value", T::kJson), Sys("winning_value", T::kJson),
+       Sys("loser_origin_id", T::kText), Sys("loser_revision_id", T::kUuid),
+       Sys("loser_hlc", T::kText), Sys("winner_origin_id", T::kText),
+       Sys("winner_revision_id", T::kUuid), Sys("winner_hlc", T::kText),
+       Sys("created_at", T::kTimestamp), Col("resolved", T::kBoolean, false, "0"),
+       Col("resolution", T::kText)});
+  types->push_back(std::move(conflict));
+  for (ObjectTypeDef& def : *types) {
+    def.columns.erase(std::remove_if(def.columns.begin(), def.columns.end(),
+                                     [&](const ColumnDef& c) {
+                                       return c.since_version > schema_version;
+                                     }),
+                      def.columns.end());
+  }
   return types;
 }
 
@@ -61,13 +83,20 @@ const ColumnDef* ObjectTypeDef::FindColumn(absl::string_view name) const {
   return nullptr;
 }
 
-const std::vector<ObjectTypeDef>& AllObjectTypes() {
-  static const std::vector<ObjectTypeDef>* const catalog = BuildCatalog();
-  return *catalog;
+const std::vector<ObjectTypeDef>& AllObjectTypes(int schema_version) {
+  static const std::vector<std::vector<ObjectTypeDef>*>* const catalogs = [] {
+    auto* all = new std::vector<std::vector<ObjectTypeDef>*>();
+    for (int v = 1; v <= kClientSchemaVersion; ++v) all->push_back(BuildCatalog(v));
+    return all;
+  }();
+  if (schema_version < 1 || schema_version > kClientSchemaVersion) {
+    schema_version = kClientSchemaVersion;
+  }
+  return *(*catalogs)[schema_version - 1];
 }
 
-const ObjectTypeDef* FindObjectType(absl::string_view name) {
-  for (const ObjectTypeDef& def : AllObjectTypes()) {
+const ObjectTypeDef* FindObjectType(absl::string_view name, int schema_version) {
+  for (const ObjectTypeDef& def : AllObjectTypes(schema_version)) {
     if (def.object_type == name || def.table == name) return &def;
   }
   return nullptr;
@@ -91,6 +120,8 @@ const char* ColumnTypeName(ColumnType type) {
       return "integer";
     case ColumnType::kBoolean:
       return "boolean";
+    case ColumnType::kJson:
+      return "JSON";
   }
   return "unknown";
 }

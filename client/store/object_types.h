@@ -13,6 +13,12 @@
 
 namespace pulsesync {
 
+// The schema version this client is built for (sent as
+// Revision.schema_version). Version 2: tasks.is_archived (migrations/0007).
+// A LocalStore may act as an older version (LocalStoreOptions), as an app
+// built against the older schema would.
+inline constexpr int kClientSchemaVersion = 2;
+
 // How a column is stored locally (SQLite affinity in parentheses) and what
 // JSON it accepts.
 enum class ColumnType {
@@ -21,6 +27,7 @@ enum class ColumnType {
   kTimestamp,  // (TEXT) JSON string, ISO 8601 as PostgreSQL prints it
   kInteger,    // (INTEGER) JSON integer
   kBoolean,    // (INTEGER 0/1) JSON true/false
+  kJson,       // (TEXT) any JSON value, stored serialized
 };
 
 struct ColumnDef {
@@ -32,6 +39,8 @@ struct ColumnDef {
   bool required = false;
   // SQL literal used as the local DEFAULT, mirroring the server's, or empty.
   std::string default_sql;
+  // The schema version that introduced the column.
+  int since_version = 1;
 };
 
 struct ObjectTypeDef {
@@ -43,12 +52,16 @@ struct ObjectTypeDef {
   const ColumnDef* FindColumn(absl::string_view name) const;
 };
 
-// All known object types, in dependency order (teams before tasks).
-const std::vector<ObjectTypeDef>& AllObjectTypes();
+// All known object types as of `schema_version` (1..kClientSchemaVersion;
+// columns introduced later are left out), in dependency order (teams before
+// tasks). Among them "conflict" (pulsesync.conflicts): conflict records the
+// server keeps, which clients only resolve (docs/CONFLICTS.md).
+const std::vector<ObjectTypeDef>& AllObjectTypes(int schema_version = kClientSchemaVersion);
 
 // Looks a type up by its object type ("task") or table name ("tasks");
 // nullptr when unknown.
-const ObjectTypeDef* FindObjectType(absl::string_view name);
+const ObjectTypeDef* FindObjectType(absl::string_view name,
+                                    int schema_version = kClientSchemaVersion);
 
 // "task, project, team, user, team_member", for error messages.
 std::string KnownObjectTypeNames();

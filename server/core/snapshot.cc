@@ -79,12 +79,19 @@ absl::StatusOr<std::string> ReadSnapshot(
           const bool by_user = options.restricted && t->team_column.empty() &&
                                t->object_type == "user";
           const bool scoped = by_team || by_user;
-          if (by_team) absl::StrAppend(&filter, " AND t.", t->team_column, " = ANY($3::uuid[])");
+          // Conflict records of users rows (no team): by who sees the row.
+          const bool conflicts = by_team && t->object_type == "conflict";
+          if (conflicts) {
+            absl::StrAppend(&filter, " AND (t.team_id = ANY($3::uuid[]) OR (t.team_id IS NULL",
+                            " AND t.user_id = ANY($4::uuid[])))");
+          } else if (by_team) {
+            absl::StrAppend(&filter, " AND t.", t->team_column, " = ANY($3::uuid[])");
+          }
           if (by_user) absl::StrAppend(&filter, " AND t.id = ANY($3::uuid[])");
           const std::string& ids = by_user ? users : teams;
           // Keyset pages by id; the first page includes the smallest UUID.
           auto sql = [&](const char* op) {
-            return absl::StrCat("SELECT t.id::text, to_jsonb(t)::text FROM ", t->qualified,
+            return absl::StrCat("SELECT t.id::text, (to_jsonb(t) - pulsesync.internal_columns())::text FROM ", t->qualified,
                                 " t WHERE t.id ", op, " $1::uuid", filter,
                                 " ORDER BY t.id LIMIT $2");
           };
@@ -92,8 +99,10 @@ absl::StatusOr<std::string> ReadSnapshot(
           std::string after = "00000000-0000-0000-0000-000000000000";
           for (bool first = true;; first = false) {
             const std::string& q = first ? first_sql : next_sql;
-            const pqxx::result rows = scoped ? tx.exec_params(q, after, limit, ids)
-                                             : tx.exec_params(q, after, limit);
+            const pqxx::result rows =
+                conflicts ? tx.exec_params(q, after, limit, teams, users)
+                : scoped  ? tx.exec_params(q, after, limit, ids)
+                          : tx.exec_params(q, after, limit);
             if (rows.empty()) break;
             SnapshotChunk chunk{t->name, t->object_type, {}};
             chunk.records.reserve(rows.size());

@@ -140,6 +140,13 @@ bool TeamScope::Admit(const FeedEvent& event) {
   if (c.team_id().empty()) {
     // users: users_self_or_teammate.
     if (c.object_type() == "user") return SeesUser(c.object_id());
+    // A conflict record of a users row: whoever sees that row
+    // (conflicts_of_my_objects).
+    if (c.object_type() == "conflict") {
+      const JsonValue* user =
+          event.filter_record.has_value() ? event.filter_record->Find("user_id") : nullptr;
+      return user != nullptr && user->is_string() && SeesUser(user->text());
+    }
     return true;
   }
   return teams_.contains(c.team_id());
