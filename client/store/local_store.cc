@@ -357,7 +357,8 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
       PS_ASSIGN_OR_RETURN(Statement ins,
                           db.Prepare("INSERT INTO sync_state (id, origin_id, next_seq) "
                                      "VALUES (1, ?, 1)"));
-      PS_RETURN_IF_ERROR(ins.BindText(1, NewUuid()));
+      PS_RETURN_IF_ERROR(
+          ins.BindText(1, options.origin_id.empty() ? NewUuid() : options.origin_id));
       PS_RETURN_IF_ERROR(ins.Run());
       created = true;
     } else if (version == 1) {

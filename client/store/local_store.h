@@ -110,6 +110,10 @@ struct LocalStoreOptions {
   // the server are kept beside the row and returned by Get and List; opening
   // the store later as the newer version moves them into their columns.
   int schema_version = kClientSchemaVersion;
+  // The origin id of a database created now; empty = a new random UUID.
+  // For tools and tests that need reproducible origins (the origin id breaks
+  // ties of equal clocks). Ignored for an existing database.
+  std::string origin_id;
   int busy_timeout_ms = 5000;
   // Time source for HLC, created_at and updated_at; must outlive the store.
   // nullptr = WallClock::Real().
