@@ -201,6 +201,18 @@ absl::StatusOr<int> ServerProcess::Stop() {
   return code;
 }
 
+absl::Status ServerProcess::Signal(int sig) {
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  return process_->Signal(sig);
+}
+
+absl::StatusOr<int> ServerProcess::WaitForExit(absl::Duration timeout) {
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  absl::StatusOr<int> code = process_->Wait(timeout);
+  if (code.ok()) process_.reset();
+  return code;
+}
+
 void ServerProcess::Kill() {
   if (process_ == nullptr) return;
   (void)process_->Signal(SIGKILL);
