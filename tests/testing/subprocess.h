@@ -91,6 +91,8 @@ class ServerProcess {
 // Paths of the built binaries (set by CMake).
 std::string PulsesyncdPath();
 std::string PulsesyncCliPath();
+// The repository's root (for scripts such as deploy/local/stack.sh).
+std::string SourceDir();
 
 // A fresh directory under the test's temporary directory.
 std::string MakeTempDir(const std::string& prefix);
