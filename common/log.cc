@@ -23,6 +23,8 @@ LogLevel LevelFromEnv() {
   return LogLevel::kInfo;
 }
 
+thread_local const std::string* current_request_id = nullptr;
+
 std::atomic<int>& MinLevel() {
   static std::atomic<int> level{static_cast<int>(LevelFromEnv())};
   return level;
@@ -55,6 +57,13 @@ LogField::LogField(absl::string_view k, bool v) : key(k), json_value(v ? "true" 
 LogField::LogField(absl::string_view k, const absl::Status& v)
     : LogField(k, absl::string_view(v.ToString())) {}
 
+LogRequestScope::LogRequestScope(std::string request_id)
+    : request_id_(std::move(request_id)), previous_(current_request_id) {
+  current_request_id = &request_id_;
+}
+
+LogRequestScope::~LogRequestScope() { current_request_id = previous_; }
+
 void SetMinLogLevel(LogLevel level) { MinLevel().store(static_cast<int>(level)); }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= MinLevel().load(); }
@@ -67,6 +76,9 @@ void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> 
       "\",\"level\":\"", LevelName(level), "\",\"msg\":", JsonQuote(msg));
   for (const LogField& f : fields) {
     absl::StrAppend(&line, ",", JsonQuote(f.key), ":", f.json_value);
+  }
+  if (current_request_id != nullptr) {
+    absl::StrAppend(&line, ",\"request_id\":", JsonQuote(*current_request_id));
   }
   line += "}\n";
   // One write keeps concurrent lines whole.

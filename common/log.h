@@ -53,6 +53,21 @@ inline void LogError(absl::string_view msg, std::initializer_list<LogField> f = 
   Log(LogLevel::kError, msg, f);
 }
 
+// While it lives, every line this thread logs carries "request_id": the id of
+// the call a worker or gRPC thread is serving. Scopes nest (the inner one
+// wins until it ends). Not copyable; create and destroy on one thread.
+class LogRequestScope {
+ public:
+  explicit LogRequestScope(std::string request_id);
+  ~LogRequestScope();
+  LogRequestScope(const LogRequestScope&) = delete;
+  LogRequestScope& operator=(const LogRequestScope&) = delete;
+
+ private:
+  std::string request_id_;
+  const std::string* previous_;
+};
+
 }  // namespace pulsesync
 
 #endif  // PULSESYNC_COMMON_LOG_H_

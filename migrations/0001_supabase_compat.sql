@@ -49,4 +49,16 @@ BEGIN
 END
 $$;
 
-GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
+-- On Supabase the API roles can use auth already, and the schema belongs to
+-- supabase_auth_admin: granting again could fail there ("permission denied").
+DO $$
+DECLARE
+  r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+    IF NOT has_schema_privilege(r, 'auth', 'USAGE') THEN
+      EXECUTE format('GRANT USAGE ON SCHEMA auth TO %I', r);
+    END IF;
+  END LOOP;
+END
+$$;

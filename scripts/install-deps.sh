@@ -8,11 +8,12 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev libbrotli-dev
-  libpqxx-dev libpq-dev
+  libpqxx-dev libpq-dev prometheus-cpp-dev
   libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 postgresql-contrib
   procps iproute2 util-linux openssl
+  haproxy
 )
 
 missing=()

@@ -7,7 +7,8 @@
 #   in ${PULSESYNC_HOME:-<repo>/.pulsesync}/pgdata on 127.0.0.1:${PULSESYNC_PG_PORT:-54329},
 #   database "pulsesync", and stops it again when the server exits (if this
 #   script started it). Running again reuses the data.
-# Then: pulsesyncd migrate, and pulsesyncd serve on ${PULSESYNC_LISTEN:-127.0.0.1:50051}.
+# Then: pulsesyncd migrate, and pulsesyncd serve on ${PULSESYNC_LISTEN:-127.0.0.1:50051},
+# with Prometheus metrics on ${PULSESYNC_METRICS_LISTEN-127.0.0.1:9464} (set it empty for none).
 # Extra arguments are passed to `pulsesyncd serve`.
 # PULSESYNC_SKIP_DEPS=1 / PULSESYNC_SKIP_BUILD=1 skip the first two steps.
 # shellcheck disable=SC2317  # functions below are called from traps
@@ -23,6 +24,8 @@ build_dir="$(ps_build_dir)"
 pulsesyncd="$build_dir/server/pulsesyncd"
 [ -x "$pulsesyncd" ] || ps_die "$pulsesyncd not found; did the build succeed?"
 listen="${PULSESYNC_LISTEN:-127.0.0.1:50051}"
+# Prometheus metrics on loopback unless set (empty turns them off).
+export PULSESYNC_METRICS_LISTEN="${PULSESYNC_METRICS_LISTEN-127.0.0.1:9464}"
 
 pg_datadir=""
 pg_started=0
@@ -82,6 +85,8 @@ export DATABASE_URL
 shown_url="$(printf '%s' "$DATABASE_URL" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')"
 stop_note=""
 psql_line=""
+metrics_line="off"
+[ -n "$PULSESYNC_METRICS_LISTEN" ] && metrics_line="http://$PULSESYNC_METRICS_LISTEN/metrics"
 [ -n "$pg_datadir" ] && psql_line="  psql         psql '$DATABASE_URL'
 "
 [ "$pg_started" = 1 ] && stop_note=" (stops PostgreSQL too)"
@@ -92,6 +97,7 @@ ps_log "migrating the database"
 cat <<EOF
 
   pulsesyncd   listening on $listen (gRPC, plaintext)
+  metrics      $metrics_line
   PostgreSQL   $pg_where
   DATABASE_URL $shown_url
 $psql_line

@@ -88,6 +88,11 @@ uint64_t FeedHub::oldest_seq() const {
   return ring_.empty() ? head_.next_seq : ring_.front()->seq;
 }
 
+FeedHub::Stats FeedHub::stats() const {
+  absl::MutexLock lock(&mu_);
+  return Stats{caught_up_at_, ring_.size(), ring_events_};
+}
+
 bool FeedHub::closing() const {
   absl::MutexLock lock(&mu_);
   return stopping_;
@@ -100,6 +105,7 @@ void FeedHub::NotifyListeners(bool closing) {
 
 bool FeedHub::PollOnce() {
   Cursor start;
+  const absl::Time started = absl::Now();
   {
     absl::MutexLock lock(&mu_);
     start = head_.cursor;
@@ -127,6 +133,7 @@ bool FeedHub::PollOnce() {
   std::shared_ptr<FeedBatch> batch;
   if (!page->changes.empty()) {
     batch = MakeFeedBatch(std::move(page->changes), page->next_cursor);
+    if (options_.on_batch) options_.on_batch(*batch);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -141,6 +148,7 @@ bool FeedHub::PollOnce() {
       }
     }
     head_.cursor = std::move(page->next);
+    if (!page->has_more) caught_up_at_ = started;
   }
   NotifyListeners(/*closing=*/false);
   return page->has_more;

@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -76,6 +77,9 @@ struct FeedHubOptions {
   // every compaction_interval; zero keeps the log forever.
   absl::Duration log_retention = absl::ZeroDuration();
   absl::Duration compaction_interval = absl::Minutes(1);
+  // Called on the hub thread with each batch it read, before streams see
+  // it (for metrics); must not block.
+  std::function<void(const FeedBatch&)> on_batch;
 };
 
 class FeedHub {
@@ -117,6 +121,15 @@ class FeedHub {
   uint64_t oldest_seq() const;
   bool closing() const;
 
+  struct Stats {
+    // When the last poll that reached the end of the log began: every change
+    // committed before then has been read (InfinitePast until the first).
+    absl::Time caught_up_at = absl::InfinitePast();
+    size_t ring_batches = 0;
+    size_t ring_events = 0;
+  };
+  Stats stats() const;
+
  private:
   void Loop();
   bool PollOnce();  // true if more pages are ready right away
@@ -134,6 +147,7 @@ class FeedHub {
   Position head_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const FeedBatch>> ring_ ABSL_GUARDED_BY(mu_);
   size_t ring_events_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 
   absl::Mutex listeners_mu_;  // held while callbacks run
   std::vector<Listener*> listeners_ ABSL_GUARDED_BY(listeners_mu_);

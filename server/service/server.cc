@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
@@ -23,6 +25,9 @@
 #include "server/core/jwt_authenticator.h"
 #include "common/jwt.h"
 #include "server/core/migrator.h"
+#include "server/service/call_interceptor.h"
+#include "server/service/health_probe.h"
+#include "server/service/metrics.h"
 #include "server/service/sync_service.h"
 #include "server/storage/pg_session.h"
 #include "server/storage/worker_pool.h"
@@ -37,9 +42,12 @@
 namespace pulsesync {
 namespace {
 
-PgSessionOptions SessionOptions(const ServerConfig& config) {
+PgSessionOptions SessionOptions(const ServerConfig& config, ServerMetrics* metrics = nullptr) {
   PgSessionOptions o;
   o.database_url = config.database_url;
+  if (metrics != nullptr) {
+    o.on_database_error = [metrics](const absl::Status& s) { metrics->DatabaseError(s); };
+  }
   for (auto& s : RevisionApplierStatements()) o.statements.push_back(std::move(s));
   for (auto& s : ChangeFeedStatements()) o.statements.push_back(std::move(s));
   return o;
@@ -170,7 +178,12 @@ std::string DefaultMigrationsDir() {
 }
 
 struct SyncServer::Impl {
+  ~Impl() {
+    // The metrics endpoint reads the pool and the hub: stop it first.
+    if (metrics != nullptr) metrics->StopServing();
+  }
   ServerConfig config;
+  std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<FeedHub> hub;
   std::unique_ptr<Authenticator> auth;
@@ -185,6 +198,8 @@ SyncServer::SyncServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SyncServer::~SyncServer() { Shutdown(absl::Seconds(5)); }
 
 int SyncServer::port() const { return impl_->port; }
+
+int SyncServer::metrics_port() const { return impl_->metrics->port(); }
 
 absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig& config) {
   if (config.database_url.empty()) {
@@ -208,15 +223,19 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
 
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->pool = std::make_unique<WorkerPool>(SessionOptions(config), config.pool_size,
+  impl->metrics = std::make_unique<ServerMetrics>();
+  ServerMetrics* const metrics = impl->metrics.get();
+  impl->pool = std::make_unique<WorkerPool>(SessionOptions(config, metrics), config.pool_size,
                                             config.max_queued_calls);
   FeedHubOptions hub_options;
   hub_options.poll_interval = config.feed_poll_interval;
   hub_options.max_batches = config.feed_ring_batches;
   hub_options.page_limit = config.feed_page_limit;
   hub_options.log_retention = config.log_retention;
-  impl->hub = std::make_unique<FeedHub>(SessionOptions(config), hub_options);
+  hub_options.on_batch = [metrics](const FeedBatch& batch) { metrics->FeedBatchRead(batch); };
+  impl->hub = std::make_unique<FeedHub>(SessionOptions(config, metrics), hub_options);
   impl->hub->Start();
+  metrics->Observe(impl->pool.get(), impl->hub.get());
   SyncServiceOptions options;
   options.apply_limits = config.apply_limits;
   options.default_pull_limit = config.default_pull_limit;
@@ -225,6 +244,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.notify_channel = hub_options.notify_channel;
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
   options.principal_limits = config.principal_limits;
+  options.metrics = metrics;
   PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);
@@ -236,6 +256,9 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   // served over TLS too when it is on.
   builder.AddListeningPort(config.listen_address, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewCallInterceptorFactory(metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // The health service is a sync service; its polling threads wake this
   // often, which bounds how long Shutdown waits for them.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
@@ -252,9 +275,19 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address));
   }
   impl->server->GetHealthCheckService()->SetServingStatus(true);
-  if (!config.port_file.empty()) {
-    absl::Status s = WritePortFile(config.port_file, impl->port);
+  absl::Status s = absl::OkStatus();
+  if (!config.metrics_listen.empty()) {
+    s = metrics->Serve(config.metrics_listen);
+    if (s.ok()) {
+      LogInfo("serving metrics", {{"address", config.metrics_listen},
+                                  {"port", metrics->port()},
+                                  {"path", "/metrics"}});
+    }
+  }
+  if (s.ok() && !config.port_file.empty()) s = WritePortFile(config.port_file, impl->port);
+  {
     if (!s.ok()) {
+      metrics->StopServing();
       impl->hub->Stop();
       impl->server->Shutdown();
       impl->pool->Stop();
@@ -278,6 +311,7 @@ void SyncServer::Shutdown(absl::Duration grace) {
   impl_->pool->Stop();
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + std::min(grace, absl::Milliseconds(500))));
   impl_->server->Wait();
+  impl_->metrics->StopServing();
 }
 
 absl::Status RunServe(const ServerConfig& config) {
@@ -298,8 +332,23 @@ absl::Status RunServe(const ServerConfig& config) {
            {"stop", "send SIGINT (Ctrl-C) or SIGTERM"}});
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  LogInfo("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
-  server->Shutdown(absl::Seconds(10));
+  LogInfo("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
+                            {"grace_ms", absl::ToInt64Milliseconds(config.shutdown_grace)}});
+  // The shutdown waits for accepted calls, and a call can wait on the
+  // database (a lock, an outage): past the grace period, exit regardless,
+  // as an orchestrator's SIGKILL would. Uncommitted work rolls back and
+  // clients retry; revisions are idempotent.
+  absl::Notification stopped;
+  std::thread watchdog([&stopped, grace = config.shutdown_grace] {
+    if (!stopped.WaitForNotificationWithTimeout(grace)) {
+      LogError("shutdown grace period expired with calls still running; exiting now",
+               {{"grace_ms", absl::ToInt64Milliseconds(grace)}});
+      std::_Exit(1);
+    }
+  });
+  server->Shutdown(config.shutdown_grace);
+  stopped.Notify();
+  watchdog.join();
   LogInfo("stopped");
   return absl::OkStatus();
 }
@@ -314,6 +363,31 @@ absl::Status RunMigrate(const ServerConfig& config) {
   PS_ASSIGN_OR_RETURN(int applied, ApplyMigrations(session, migrations));
   LogInfo("migrations done", {{"applied", applied},
                               {"total", static_cast<int64_t>(migrations.size())}});
+  return absl::OkStatus();
+}
+
+}  // namespace pulsesync
+
+namespace pulsesync {
+
+absl::Status RunHealthCheck(const std::string& address, const std::string& tls_ca_file,
+                            absl::Duration timeout) {
+  // A wildcard listen address is reached through loopback.
+  std::string target = address;
+  if (absl::StartsWith(target, "0.0.0.0:")) target = absl::StrCat("127.0.0.1:", target.substr(8));
+  if (absl::StartsWith(target, "[::]:")) target = absl::StrCat("[::1]:", target.substr(5));
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!tls_ca_file.empty()) {
+    grpc::SslCredentialsOptions options;
+    PS_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPemCertificates(tls_ca_file, "TLS CA file"));
+    credentials = grpc::SslCredentials(options);
+  }
+  PS_ASSIGN_OR_RETURN(HealthStatus status,
+                      CheckHealth(grpc::CreateChannel(target, credentials), timeout));
+  if (status != HealthStatus::kServing) {
+    return absl::UnavailableError(absl::StrCat(target, " is not serving (health status ",
+                                               static_cast<int>(status), ")"));
+  }
   return absl::OkStatus();
 }
 

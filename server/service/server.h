@@ -51,6 +51,12 @@ struct ServerConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // Operations. Prometheus metrics on GET /metrics at this "host:port"
+  // ("" = none; port 0 picks a free one, see SyncServer::metrics_port()).
+  std::string metrics_listen;
+  // `serve` on SIGTERM/SIGINT: how long in-flight calls may take to finish
+  // before the process exits anyway (with status 1).
+  absl::Duration shutdown_grace = absl::Seconds(10);
 };
 
 // True when `listen_address` ("host:port", "[v6]:port", "unix:path") can only
@@ -76,9 +82,15 @@ class SyncServer {
   ~SyncServer();  // Shutdown(5s)
 
   int port() const;
+  int metrics_port() const;  // 0 when metrics are not served
 
-  // Stops accepting calls, lets running ones finish up to `grace`, then
-  // cancels the rest and stops the workers. Idempotent.
+  // Graceful stop: health turns NOT_SERVING; streams end with UNAVAILABLE
+  // (clients resume from their cursors elsewhere); new calls are refused
+  // with UNAVAILABLE; the workers finish every job already accepted
+  // (in-flight ApplyRevisions commit and are answered); then gRPC stops,
+  // waiting at most `grace` (capped at 500 ms, as every call is answered by
+  // then) for calls still open. The workers' drain itself is not bounded
+  // here: RunServe bounds the whole shutdown. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
@@ -87,11 +99,22 @@ class SyncServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// `pulsesyncd serve`: runs until SIGINT or SIGTERM, then shuts down cleanly.
+// `pulsesyncd serve`: runs until SIGINT or SIGTERM, then shuts down cleanly
+// (SyncServer::Shutdown). If that takes longer than config.shutdown_grace,
+// it logs an error and exits the process with status 1 at once: PostgreSQL
+// rolls back what was not committed, and clients retry (idempotently).
 absl::Status RunServe(const ServerConfig& config);
 
 // `pulsesyncd migrate`: applies pending migrations and exits.
 absl::Status RunMigrate(const ServerConfig& config);
+
+// `pulsesyncd health`: asks grpc.health.v1.Health/Check at `address`
+// (0.0.0.0 and [::] mean this machine) over plaintext, or over TLS trusting
+// `tls_ca_file` when it is set. OK when the server answers SERVING;
+// kUnavailable (with the reason) otherwise. For container HEALTHCHECKs and
+// exec probes.
+absl::Status RunHealthCheck(const std::string& address, const std::string& tls_ca_file,
+                            absl::Duration timeout);
 
 }  // namespace pulsesync
 

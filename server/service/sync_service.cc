@@ -9,7 +9,9 @@
 #include "server/core/database_info.h"
 #include "server/core/feed_hub.h"
 #include "server/core/team_scope.h"
+#include "server/service/call_interceptor.h"
 #include "server/service/change_stream.h"
+#include "server/service/metrics.h"
 #include "server/service/snapshot_stream.h"
 #include <pqxx/pqxx>
 #include "server/storage/worker_pool.h"
@@ -21,9 +23,12 @@ constexpr char kServerVersion[] = "0.1.0";
 constexpr uint32_t kProtocolVersion = 1;
 
 // Finishes `reactor` from a worker, or at once if the pool refuses the job.
-void RunOnWorker(WorkerPool* pool, grpc::ServerUnaryReactor* reactor,
-                 std::function<absl::Status(PgSession&)> work) {
-  const absl::Status queued = pool->Submit([reactor, work = std::move(work)](PgSession& session) {
+// The worker logs with the call's request id.
+void RunOnWorker(WorkerPool* pool, grpc::CallbackServerContext* context,
+                 grpc::ServerUnaryReactor* reactor, std::function<absl::Status(PgSession&)> work) {
+  const absl::Status queued = pool->Submit([reactor, work = std::move(work),
+                                            request_id = RequestIdOf(context)](PgSession& session) {
+    LogRequestScope log_scope(request_id);
     reactor->Finish(ToGrpcStatus(work(session)));
   });
   if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
@@ -113,7 +118,7 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
     return reactor;
   }
   TxIdentity identity{principal->role, principal->claims_json};
-  RunOnWorker(pool_, reactor,
+  RunOnWorker(pool_, context, reactor,
               [this, response, identity = std::move(identity),
                revisions = std::move(*revisions)](PgSession& s) -> absl::Status {
                 absl::StatusOr<std::vector<v1::RevisionResult>> results =
@@ -137,6 +142,9 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
                     default: ++rejected; break;
                   }
                   *response->add_results() = std::move(r);
+                }
+                if (options_.metrics != nullptr) {
+                  options_.metrics->RevisionsApplied(applied, duplicate, rejected);
                 }
                 LogDebug("applied batch", {{"applied", applied},
                                            {"duplicate", duplicate},
@@ -171,7 +179,7 @@ grpc::ServerUnaryReactor* SyncServiceImpl::PullChanges(grpc::CallbackServerConte
   uint32_t limit = request->limit() == 0 ? options_.default_pull_limit : request->limit();
   if (limit > options_.max_pull_limit) limit = options_.max_pull_limit;
   const bool brotli = request->accept_encoding() == v1::PAYLOAD_ENCODING_BROTLI;
-  RunOnWorker(pool_, reactor,
+  RunOnWorker(pool_, context, reactor,
               [request, response, limit, brotli,
                principal = std::move(*principal)](PgSession& s) -> absl::Status {
                 absl::StatusOr<TeamScope> scope = TeamScope::For(s, principal);
@@ -207,7 +215,7 @@ grpc::ServerUnaryReactor* SyncServiceImpl::GetServerInfo(grpc::CallbackServerCon
                                                          const v1::GetServerInfoRequest* request,
                                                          v1::GetServerInfoResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RunOnWorker(pool_, reactor, [this, response](PgSession& s) -> absl::Status {
+  RunOnWorker(pool_, context, reactor, [this, response](PgSession& s) -> absl::Status {
     absl::StatusOr<DatabaseInfo> info = DescribeDatabase(s);
     if (!info.ok()) return info.status();
     response->set_server_version(kServerVersion);

@@ -22,6 +22,7 @@
 namespace pulsesync {
 
 class FeedHub;
+class ServerMetrics;
 class SnapshotLimiter;
 class WorkerPool;
 
@@ -35,6 +36,7 @@ struct SyncServiceOptions {
   std::string notify_channel = "pulsesync_feed";
   int max_concurrent_snapshots = 2;  // each holds a worker for its whole read
   PrincipalLimitOptions principal_limits;
+  ServerMetrics* metrics = nullptr;  // optional; must outlive the service
 };
 
 // absl::Status codes are gRPC's codes one to one.

@@ -55,6 +55,15 @@ struct PgSession::Receiver final : public pqxx::notification_receiver {
   int* counter_;
 };
 
+absl::Status PgSession::Report(absl::Status status) {
+  if (options_.on_database_error) options_.on_database_error(status);
+  return status;
+}
+
+absl::Status PgSession::DatabaseError(const std::exception& e) {
+  return Report(StatusFromException(e));
+}
+
 PgSession::PgSession(PgSessionOptions options) : options_(std::move(options)) {}
 
 PgSession::~PgSession() { Disconnect(); }
@@ -72,7 +81,7 @@ absl::Status PgSession::Listen(const std::string& channel) {
     return absl::OkStatus();
   } catch (const std::exception& e) {
     Disconnect();
-    return StatusFromException(e);
+    return DatabaseError(e);
   }
 }
 
@@ -96,7 +105,7 @@ absl::StatusOr<int> PgSession::WaitForNotification(absl::Duration timeout, int w
     return notifications_;
   } catch (const std::exception& e) {
     Disconnect();
-    return StatusFromException(e);
+    return DatabaseError(e);
   }
 }
 
@@ -118,7 +127,7 @@ absl::Status PgSession::EnsureConnected() {
       // A connection that cannot be made is unavailability, whatever libpq said.
       s = absl::UnavailableError(absl::StrCat("database unavailable: ", s.message()));
     }
-    return s;
+    return Report(std::move(s));
   }
 }
 
@@ -163,7 +172,7 @@ absl::Status PgSession::RunTransaction(
       }
       return status;
     } catch (const std::exception& e) {
-      status = StatusFromException(e);
+      status = DatabaseError(e);
       if (status.code() == absl::StatusCode::kUnavailable) {
         Disconnect();
         if (committing) {

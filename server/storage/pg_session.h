@@ -37,6 +37,10 @@ struct PgSessionOptions {
   // Retries of a transaction that failed with a serialization failure or a
   // deadlock (SQLSTATE 40001 / 40P01) before kAborted is returned.
   int max_transaction_attempts = 3;
+  // Called on the session's thread with each error that PostgreSQL or libpq
+  // raised (a failed connect, a failed statement, a lost connection), once
+  // per occurrence, retried ones included. For metrics; must not block.
+  std::function<void(const absl::Status&)> on_database_error;
 };
 
 // Who the transaction runs as (PostgREST style): `role` is set with
@@ -103,6 +107,9 @@ class PgSession {
 
  private:
   struct Receiver;
+  // StatusFromException(e), reported to options_.on_database_error.
+  absl::Status DatabaseError(const std::exception& e);
+  absl::Status Report(absl::Status status);
 
   PgSessionOptions options_;
   std::unique_ptr<pqxx::connection_base> conn_;

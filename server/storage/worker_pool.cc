@@ -39,11 +39,19 @@ void WorkerPool::Stop() {
   threads_.clear();
 }
 
+WorkerPool::Usage WorkerPool::usage() const {
+  absl::MutexLock lock(&mu_);
+  return Usage{busy_, queue_.size()};
+}
+
 void WorkerPool::WorkerLoop(PgSession* session) {
+  bool ran_job = false;  // busy_ counts this worker until it is back here
   while (true) {
     Job job;
     {
       absl::MutexLock lock(&mu_);
+      if (ran_job) --busy_;
+      ran_job = false;
       mu_.Await(absl::Condition(
           +[](WorkerPool* p) {
             return p->stopping_ || !p->queue_.empty();
@@ -52,6 +60,8 @@ void WorkerPool::WorkerLoop(PgSession* session) {
       if (queue_.empty()) return;  // stopping, and nothing left to run
       job = std::move(queue_.front());
       queue_.pop_front();
+      ++busy_;
+      ran_job = true;
     }
     job(*session);
   }

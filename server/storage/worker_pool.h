@@ -42,12 +42,19 @@ class WorkerPool {
 
   int size() const { return static_cast<int>(threads_.size()); }
 
+  struct Usage {
+    int busy = 0;       // workers running a job
+    size_t queued = 0;  // jobs waiting for a worker
+  };
+  Usage usage() const;
+
  private:
   void WorkerLoop(PgSession* session);
 
   const size_t max_queue_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<PgSession>> sessions_;
   std::vector<std::thread> threads_;

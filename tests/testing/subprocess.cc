@@ -148,6 +148,7 @@ std::string MakeTempDir(const std::string& prefix) {
 
 std::string PulsesyncdPath() { return PULSESYNCD_PATH; }
 std::string PulsesyncCliPath() { return PULSESYNC_CLI_PATH; }
+std::string SourceDir() { return PULSESYNC_SOURCE_DIR; }
 
 ServerProcess::ServerProcess(std::string database_url, std::string log_path,
                              std::vector<std::string> extra_flags)
@@ -198,6 +199,18 @@ absl::StatusOr<int> ServerProcess::Stop() {
   (void)process_->Signal(SIGTERM);
   absl::StatusOr<int> code = process_->Wait(absl::Seconds(30));
   process_.reset();
+  return code;
+}
+
+absl::Status ServerProcess::Signal(int sig) {
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  return process_->Signal(sig);
+}
+
+absl::StatusOr<int> ServerProcess::WaitForExit(absl::Duration timeout) {
+  if (process_ == nullptr) return absl::FailedPreconditionError("not running");
+  absl::StatusOr<int> code = process_->Wait(timeout);
+  if (code.ok()) process_.reset();
   return code;
 }
 

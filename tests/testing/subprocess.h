@@ -69,6 +69,11 @@ class ServerProcess {
   // SIGKILL: a crash.
   void Kill();
   absl::Status Restart() { return Start(); }
+  // Sends `sig` and returns at once (e.g. SIGTERM, to watch a shutdown).
+  absl::Status Signal(int sig);
+  // Waits until the process exits; its exit code (as Subprocess::Wait),
+  // kDeadlineExceeded if it is still running after `timeout`.
+  absl::StatusOr<int> WaitForExit(absl::Duration timeout);
 
   int port() const { return port_; }
   std::string address() const;
@@ -86,6 +91,8 @@ class ServerProcess {
 // Paths of the built binaries (set by CMake).
 std::string PulsesyncdPath();
 std::string PulsesyncCliPath();
+// The repository's root (for scripts such as deploy/local/stack.sh).
+std::string SourceDir();
 
 // A fresh directory under the test's temporary directory.
 std::string MakeTempDir(const std::string& prefix);
