@@ -516,7 +516,7 @@ CREATE FUNCTION pulsesync.apply_revision(
   p_op text, p_payload jsonb, p_created_at_ms bigint, p_base_version bigint,
   p_schema_version int, p_hlc text,
   OUT outcome text, OUT reason text, OUT version bigint, OUT superseded boolean,
-  OUT resolution text, OUT conflicts int)
+  OUT resolution text, OUT conflicts int, OUT record jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
   reg pulsesync.synced_tables;
@@ -557,6 +557,12 @@ BEGIN
     superseded := prior.superseded;
     resolution := prior.resolution;
     conflicts := prior.conflicts;
+    IF superseded THEN
+      reg := pulsesync.synced_table(p_object_type);
+      EXECUTE format('SELECT to_jsonb(t) - pulsesync.internal_columns() FROM %s t WHERE t.id = $1',
+                     reg.table_oid)
+        INTO record USING p_object_id;
+    END IF;
     RETURN;
   END IF;
 
@@ -759,6 +765,7 @@ BEGIN
     version := (existing ->> 'version')::bigint;
     superseded := true;
     resolution := CASE WHEN conflicts > 0 THEN 'conflict' ELSE 'superseded' END;
+    record := existing - pulsesync.internal_columns();
   ELSE
     won := won || jsonb_build_object(
       'deleted', now_deleted, 'recovered', now_recovered,
@@ -807,7 +814,7 @@ $$;
 -- rejecting a revision, so the caller can retry it.
 CREATE FUNCTION pulsesync.apply_revisions(batch jsonb)
 RETURNS TABLE (idx int, outcome text, reason text, version bigint, superseded boolean,
-               resolution text, conflicts int)
+               resolution text, conflicts int, record text)
 LANGUAGE plpgsql AS $$
 DECLARE
   r jsonb;
@@ -820,7 +827,7 @@ DECLARE
 BEGIN
   FOR r IN SELECT value FROM jsonb_array_elements(batch) LOOP
     idx := i; reason := NULL; version := NULL; superseded := NULL;
-    resolution := NULL; conflicts := NULL;
+    resolution := NULL; conflicts := NULL; record := NULL;
     seq := (r ->> 'seq')::bigint;
     IF r ? 'refused' THEN
       outcome := 'rejected';
@@ -839,7 +846,7 @@ BEGIN
           (r ->> 'schema_version')::int, r ->> 'hlc');
         outcome := res.outcome; reason := res.reason;
         version := res.version; superseded := res.superseded;
-        resolution := res.resolution; conflicts := res.conflicts;
+        resolution := res.resolution; conflicts := res.conflicts; record := res.record::text;
       EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
         IF left(state, 2) IN ('40', '53', '54', '55', '57', '58', 'XX') THEN

@@ -189,6 +189,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
       o.server_version = result.version();
       o.superseded = result.superseded();
       o.resolution = ResolutionName(result.resolution());
+      if (result.superseded()) o.record = result.record();
       if (result.resolution() == v1::RevisionResult::RESOLUTION_CONFLICT) ++page.conflicts;
       switch (result.outcome()) {
         case v1::RevisionResult::OUTCOME_APPLIED:

@@ -868,6 +868,40 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
       return absl::NotFoundError(absl::StrCat("no revision ", o.revision_id));
     }
   }
+  // Superseded revisions: the server's row replaces what they set locally
+  // (after they left the pending set, so their fields are not kept).
+  std::optional<HybridLogicalClock> hlc;
+  std::optional<StateRow> state;
+  for (const PushOutcome& o : outcomes) {
+    if (o.record.empty()) continue;
+    absl::StatusOr<JsonValue> record = ParseJson(o.record);
+    const JsonValue* id = record.ok() ? record->Find("id") : nullptr;
+    const JsonValue* version = record.ok() ? record->Find("version") : nullptr;
+    if (id == nullptr || !id->is_string() || version == nullptr || !version->AsInt64()) {
+      LogWarning("server sent an unusable row for a superseded revision",
+                 {{"revision_id", o.revision_id}});
+      continue;
+    }
+    PS_ASSIGN_OR_RETURN(Statement type_of,
+                        db_.Prepare("SELECT object_type FROM revisions WHERE id = ?"));
+    PS_RETURN_IF_ERROR(type_of.BindText(1, o.revision_id));
+    PS_ASSIGN_OR_RETURN(bool found, type_of.Step());
+    if (!found) continue;
+    const ObjectTypeDef* def = FindObjectType(type_of.ColumnText(0), schema_version_);
+    if (def == nullptr) continue;
+    if (!state.has_value()) {
+      PS_ASSIGN_OR_RETURN(StateRow loaded, LoadState());
+      state = std::move(loaded);
+      hlc.emplace(clock_, state->hlc);
+    }
+    PS_RETURN_IF_ERROR(ApplyRecord(def, absl::AsciiStrToLower(id->text()), *version->AsInt64(),
+                                   /*hard_delete=*/false, *record, &*hlc, /*same_version=*/true)
+                           .status());
+  }
+  if (state.has_value()) {
+    state->hlc = hlc->last();
+    PS_RETURN_IF_ERROR(SaveState(*state));
+  }
   return txn.Commit();
 }
 
@@ -877,7 +911,8 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
                                                                  const std::string& id,
                                                                  int64_t version, bool hard_delete,
                                                                  const JsonValue& record,
-                                                                 HybridLogicalClock* hlc) {
+                                                                 HybridLogicalClock* hlc,
+                                                                 bool same_version) {
   RecordResult result;
   // Invariant 5: newer versions only.
   PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version FROM ", def->table,
@@ -887,7 +922,9 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   const int64_t local_version = exists ? sel.ColumnInt64(0) : 0;
   sel.Reset();
   result.local_version = local_version;
-  if (exists && local_version >= version) return result;
+  if (exists && (local_version > version || (local_version == version && !same_version))) {
+    return result;
+  }
 
   // Fields the object's pending revisions own.
   std::set<std::string> kept;

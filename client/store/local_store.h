@@ -158,6 +158,9 @@ struct PushOutcome {
   // How the server merged it: "applied", "merged", "conflict", "recovered",
   // "superseded", "tombstoned" (sync.proto, RevisionResult.Resolution).
   std::string resolution;
+  // Superseded revisions: the object's current server row (JSON); it
+  // replaces the local values this revision had set (RecordPushResults).
+  std::string record;
 };
 
 // A conflict record (docs/CONFLICTS.md): a value that lost to a concurrent
@@ -298,7 +301,10 @@ class LocalStore {
   [[nodiscard]] absl::StatusOr<int64_t> PendingCount();
 
   // Marks each revision synced and stores the server's answer, all in one
-  // transaction. Unknown revision ids are kNotFound and nothing is recorded.
+  // transaction. A superseded revision's `record` is applied like a remote
+  // change, also at the version the row already has (the server wrote
+  // nothing new, but the row holds this revision's optimistic values).
+  // Unknown revision ids are kNotFound and nothing is recorded.
   [[nodiscard]] absl::Status RecordPushResults(const std::vector<PushOutcome>& outcomes);
 
   // --- Pull side ---
@@ -434,9 +440,11 @@ class LocalStore {
   };
   // Invariant 5 for one row of `def` at `version` (`record` the whole row,
   // ignored for a hard delete).
+  // `same_version`: also when the local row has `version` already.
   absl::StatusOr<RecordResult> ApplyRecord(const ObjectTypeDef* def, const std::string& id,
                                            int64_t version, bool hard_delete,
-                                           const JsonValue& record, HybridLogicalClock* hlc)
+                                           const JsonValue& record, HybridLogicalClock* hlc,
+                                           bool same_version = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status BeginSnapshotLocked(const std::vector<std::string>& tables)

@@ -165,7 +165,7 @@ std::string HlcText(int64_t physical_ms, uint32_t counter, absl::string_view ori
 
 std::vector<PreparedStatement> RevisionApplierStatements() {
   return {{kApplyStatement,
-           "SELECT idx, outcome, reason, version, superseded, resolution, conflicts "
+           "SELECT idx, outcome, reason, version, superseded, resolution, conflicts, record "
            "FROM pulsesync.apply_revisions($1::jsonb)"}};
 }
 
@@ -211,6 +211,7 @@ absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
           if (!row[4].is_null()) res.set_superseded(row[4].as<bool>());
           if (!row[5].is_null()) res.set_resolution(ResolutionFromSql(row[5].as<std::string>()));
           if (!row[6].is_null()) res.set_conflicts(row[6].as<uint32_t>());
+          if (!row[7].is_null()) res.set_record(row[7].as<std::string>());
         }
         return absl::OkStatus();
       }));

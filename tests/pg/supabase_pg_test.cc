@@ -261,7 +261,7 @@ TEST_F(SupabasePgTest, MigrationsLeaveSupabaseAndTheProjectsObjectsAsTheyWere) {
   // unrelated table is not; the new projects table gets the default policies.
   EXPECT_EQ(*db_->QueryValue("SELECT string_agg(object_type, ',' ORDER BY object_type) "
                              "FROM pulsesync.synced_tables"),
-            "project,task,team,team_member,user");
+            "conflict,project,task,team,team_member,user");
   EXPECT_EQ(*db_->QueryValue(absl::StrCat("SELECT title FROM tasks WHERE id = '", kOldTask, "'")),
             "from before");
   EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.tasks'::regclass "
