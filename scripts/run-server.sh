@@ -8,7 +8,9 @@
 #   database "pulsesync", and stops it again when the server exits (if this
 #   script started it). Running again reuses the data.
 # Then: pulsesyncd migrate, and pulsesyncd serve on ${PULSESYNC_LISTEN:-127.0.0.1:50051}.
-# Extra arguments are passed to `pulsesyncd serve`.
+# Extra arguments are passed to `pulsesyncd serve`. The server speaks
+# plaintext gRPC (--plaintext, meant for loopback) unless TLS is configured:
+# --tls_cert_file/--tls_key_file among the arguments, or PULSESYNC_TLS_CERT_FILE.
 # PULSESYNC_SKIP_DEPS=1 / PULSESYNC_SKIP_BUILD=1 skip the first two steps.
 # shellcheck disable=SC2317  # functions below are called from traps
 set -euo pipefail
@@ -23,6 +25,20 @@ build_dir="$(ps_build_dir)"
 pulsesyncd="$build_dir/server/pulsesyncd"
 [ -x "$pulsesyncd" ] || ps_die "$pulsesyncd not found; did the build succeed?"
 listen="${PULSESYNC_LISTEN:-127.0.0.1:50051}"
+
+# Plaintext unless the caller configured TLS (pulsesyncd refuses both at once).
+transport_flags=(--plaintext)
+transport_desc="gRPC, plaintext"
+if [ -n "${PULSESYNC_TLS_CERT_FILE:-}" ]; then
+  transport_flags=()
+  transport_desc="gRPC, TLS"
+fi
+for a in "$@"; do
+  case "$a" in
+    --tls_cert_file*) transport_flags=(); transport_desc="gRPC, TLS" ;;
+    --plaintext*) transport_flags=() ;;
+  esac
+done
 
 pg_datadir=""
 pg_started=0
@@ -91,7 +107,7 @@ ps_log "migrating the database"
 
 cat <<EOF
 
-  pulsesyncd   listening on $listen (gRPC, plaintext)
+  pulsesyncd   listening on $listen ($transport_desc)
   PostgreSQL   $pg_where
   DATABASE_URL $shown_url
 $psql_line
@@ -101,7 +117,8 @@ EOF
 
 # Run in the background and wait, so that a SIGTERM to this script is
 # handled at once instead of after the server exits.
-"$pulsesyncd" serve --database_url="$DATABASE_URL" --listen="$listen" "$@" &
+"$pulsesyncd" serve --database_url="$DATABASE_URL" --listen="$listen" \
+  ${transport_flags[@]+"${transport_flags[@]}"} "$@" &
 server_pid=$!
 set +e
 while :; do

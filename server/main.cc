@@ -25,6 +25,12 @@ int EnvIntOr(const char* name, int fallback) {
   return absl::SimpleAtoi(EnvOr(name, ""), &v) ? v : fallback;
 }
 
+// "1", "true", "yes", ... (absl::SimpleAtob); anything else is the fallback.
+bool EnvBoolOr(const char* name, bool fallback) {
+  bool v;
+  return absl::SimpleAtob(EnvOr(name, ""), &v) ? v : fallback;
+}
+
 }  // namespace
 
 ABSL_FLAG(std::string, database_url, EnvOr("DATABASE_URL", ""),
@@ -64,12 +70,15 @@ ABSL_FLAG(double, revisions_per_second_per_user, 2000,
 ABSL_FLAG(double, revisions_burst_per_user, 10000, "token bucket size for that rate");
 ABSL_FLAG(std::string, tls_cert_file, EnvOr("PULSESYNC_TLS_CERT_FILE", ""),
           "PEM certificate chain; with --tls_key_file the server speaks TLS only "
-          "(env PULSESYNC_TLS_CERT_FILE). Without both: plaintext");
+          "(env PULSESYNC_TLS_CERT_FILE). Without both, --plaintext is required");
 ABSL_FLAG(std::string, tls_key_file, EnvOr("PULSESYNC_TLS_KEY_FILE", ""),
           "PEM private key of --tls_cert_file (env PULSESYNC_TLS_KEY_FILE)");
 ABSL_FLAG(std::string, tls_client_ca_file, EnvOr("PULSESYNC_TLS_CLIENT_CA_FILE", ""),
           "PEM CA bundle; when set, clients must present a certificate it signed (mTLS) "
           "(env PULSESYNC_TLS_CLIENT_CA_FILE)");
+ABSL_FLAG(bool, plaintext, EnvBoolOr("PULSESYNC_PLAINTEXT", false),
+          "serve unencrypted gRPC (env PULSESYNC_PLAINTEXT=1); without it the server needs "
+          "--tls_cert_file and --tls_key_file. Logs a warning off loopback");
 ABSL_FLAG(bool, feed_notify, true,
           "NOTIFY the other replicas after applying revisions (else they poll)");
 
@@ -110,6 +119,7 @@ int main(int argc, char** argv) {
   config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   config.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   config.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.plaintext = absl::GetFlag(FLAGS_plaintext);
   config.principal_limits.max_streams = std::max(1, absl::GetFlag(FLAGS_max_streams_per_user));
   config.principal_limits.revisions_per_second =
       std::max(1.0, absl::GetFlag(FLAGS_revisions_per_second_per_user));

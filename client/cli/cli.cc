@@ -19,7 +19,7 @@ namespace {
 
 constexpr char kUsage[] =
     R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT] [--user=ID]
-                 [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] COMMAND [ARGS]
+                 [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] [--plaintext] COMMAND [ARGS]
 
 commands:
   init                          create the database (idempotent); print the origin id
@@ -61,12 +61,16 @@ flags (before the command):
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
   --user=ID          user id sent as x-pulsesync-user-id (env PULSESYNC_USER_ID)
   --tls-ca=PATH      connect with TLS, trusting the CA certificates in PATH (PEM)
-                     (env PULSESYNC_TLS_CA); without it the connection is plaintext
+                     (env PULSESYNC_TLS_CA); without it the connection is
+                     plaintext, which needs --plaintext unless the server is on
+                     loopback (127.0.0.1, ::1, localhost)
   --tls-cert=PATH    client certificate (PEM) for servers that require one (mTLS)
   --tls-key=PATH     its private key (PEM) (env PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY)
   --tls-server-name=NAME
                      name to verify the server certificate against instead of
                      the server's host (env PULSESYNC_TLS_SERVER_NAME)
+  --plaintext        talk to a non-loopback server without TLS: tokens and data
+                     cross the network unencrypted (env PULSESYNC_PLAINTEXT=1)
 )";
 
 // Exit codes.
@@ -84,6 +88,7 @@ struct GlobalFlags {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;
+  bool plaintext = false;
 };
 
 TransportConfig MakeTransportConfig(const GlobalFlags& flags, const std::string& address) {
@@ -95,6 +100,7 @@ TransportConfig MakeTransportConfig(const GlobalFlags& flags, const std::string&
   config.tls_cert_file = flags.tls_cert_file;
   config.tls_key_file = flags.tls_key_file;
   config.tls_server_name = flags.tls_server_name;
+  config.plaintext = flags.plaintext;
   return config;
 }
 
@@ -662,6 +668,10 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   flags.tls_cert_file = env.tls_cert_env;
   flags.tls_key_file = env.tls_key_env;
   flags.tls_server_name = env.tls_server_name_env;
+  if (!env.plaintext_env.empty() && !absl::SimpleAtob(env.plaintext_env, &flags.plaintext)) {
+    return Usage(err, absl::StrCat("PULSESYNC_PLAINTEXT=", env.plaintext_env,
+                                   ": want 1/true/yes or 0/false/no"));
+  }
   size_t i = 0;
   for (; i < args.size() && absl::StartsWith(args[i], "-"); ++i) {
     const std::string& a = args[i];
@@ -688,6 +698,8 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.tls_key_file = a.substr(10);
     } else if (absl::StartsWith(a, "--tls-server-name=")) {
       flags.tls_server_name = a.substr(18);
+    } else if (a == "--plaintext") {
+      flags.plaintext = true;
     } else {
       return Usage(err, absl::StrCat("unknown flag \"", a, "\""));
     }
@@ -699,6 +711,9 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   if (flags.tls_ca_file.empty() &&
       (!flags.tls_cert_file.empty() || !flags.tls_server_name.empty())) {
     return Usage(err, "--tls-cert, --tls-key and --tls-server-name need --tls-ca");
+  }
+  if (flags.plaintext && !flags.tls_ca_file.empty()) {
+    return Usage(err, "--plaintext and --tls-ca contradict each other");
   }
   if (i == args.size()) return Usage(err, "");
   const std::string command = args[i];

@@ -4,11 +4,14 @@
 //
 //   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT]
 //             [--user=ID] [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]]
-//             [--tls-server-name=NAME] COMMAND [ARGS]
+//             [--tls-server-name=NAME] [--plaintext] COMMAND [ARGS]
 //
 // TLS: with --tls-ca (or PULSESYNC_TLS_CA) the connection to the server is
 // TLS, verified against that CA; --tls-cert/--tls-key (PULSESYNC_TLS_CERT,
 // PULSESYNC_TLS_KEY) add a client certificate for servers that require one.
+// Without --tls-ca the connection is plaintext, which is allowed to a
+// loopback server, and to any other only with --plaintext (or
+// PULSESYNC_PLAINTEXT=1); see GrpcTransportOptions::plaintext.
 //
 // Encryption at rest: with --key-file (repeatable; the first encrypts, all
 // decrypt) or else PULSESYNC_DB_KEY, revision payloads are stored
@@ -112,6 +115,8 @@ struct TransportConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;  // "" = the address's host
+  // Plaintext to a non-loopback address asked for (--plaintext).
+  bool plaintext = false;
 };
 
 struct CliEnvironment {
@@ -127,6 +132,8 @@ struct CliEnvironment {
   std::string tls_cert_env;
   std::string tls_key_env;
   std::string tls_server_name_env;
+  // Value of PULSESYNC_PLAINTEXT ("" = unset; "1", "true", "yes" = on).
+  std::string plaintext_env;
   // Value of PULSESYNC_DB_KEY ("" = unset): payload keys, used when no
   // --key-file is given.
   std::string db_key_env;

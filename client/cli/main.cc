@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   env.tls_cert_env = Env("PULSESYNC_TLS_CERT");
   env.tls_key_env = Env("PULSESYNC_TLS_KEY");
   env.tls_server_name_env = Env("PULSESYNC_TLS_SERVER_NAME");
+  env.plaintext_env = Env("PULSESYNC_PLAINTEXT");
   env.interrupt = &interrupt;
   env.make_transport = [](const pulsesync::TransportConfig& config) {
     pulsesync::GrpcTransportOptions options;
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
     options.tls_cert_file = config.tls_cert_file;
     options.tls_key_file = config.tls_key_file;
     options.tls_server_name = config.tls_server_name;
+    options.plaintext = config.plaintext;
     return std::unique_ptr<pulsesync::Transport>(
         pulsesync::GrpcTransport::Create(config.address, options));
   };

@@ -1,6 +1,5 @@
 #include "server/service/server.h"
 
-#include <arpa/inet.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -106,12 +106,24 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     return absl::InvalidArgumentError(
         "TLS needs both --tls_cert_file and --tls_key_file (only one is set)");
   }
+  if (has_cert && config.plaintext) {
+    return absl::InvalidArgumentError(
+        "--plaintext contradicts --tls_cert_file/--tls_key_file: choose one (is "
+        "PULSESYNC_PLAINTEXT set?)");
+  }
   if (!has_cert) {
     if (has_client_ca) {
       return absl::InvalidArgumentError(
           "--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
     }
-    if (!IsLoopbackListenAddress(config.listen_address)) {
+    if (!config.plaintext) {
+      return absl::InvalidArgumentError(
+          "no TLS configured: pass --tls_cert_file and --tls_key_file (env "
+          "PULSESYNC_TLS_CERT_FILE, PULSESYNC_TLS_KEY_FILE) to serve TLS, or --plaintext "
+          "(env PULSESYNC_PLAINTEXT=1) to serve unencrypted gRPC, e.g. on loopback or "
+          "behind a TLS-terminating proxy");
+    }
+    if (!IsLoopbackAddress(config.listen_address)) {
       LogWarning("listening in plaintext on a non-loopback address: traffic, tokens included, "
                  "is unencrypted; set --tls_cert_file and --tls_key_file",
                  {{"address", config.listen_address}});
@@ -134,33 +146,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 }
 
 }  // namespace
-
-bool IsLoopbackListenAddress(const std::string& listen_address) {
-  absl::string_view address = listen_address;
-  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
-    return true;
-  }
-  absl::string_view host;
-  if (absl::StartsWith(address, "[")) {
-    const size_t close = address.find(']');
-    if (close == absl::string_view::npos) return false;
-    host = address.substr(1, close - 1);
-  } else {
-    const size_t colon = address.rfind(':');
-    host = colon == absl::string_view::npos ? address : address.substr(0, colon);
-  }
-  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
-  const std::string h(host);
-  in_addr v4;
-  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  in6_addr v6;
-  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
-    return IN6_IS_ADDR_LOOPBACK(&v6);
-  }
-  return false;
-}
 
 std::string DefaultMigrationsDir() {
   std::error_code ec;

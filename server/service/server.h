@@ -45,18 +45,15 @@ struct ServerConfig {
   std::string jwt_issuer;
   // TLS. With a certificate chain and its key (PEM files) the server speaks
   // only TLS; with a client CA bundle as well, every client must present a
-  // certificate signed by it (mTLS). With neither, plaintext: a warning is
-  // logged unless listen_address is loopback (see IsLoopbackListenAddress).
-  // A client CA without a certificate and key is an error.
+  // certificate signed by it (mTLS). Plaintext only when `plaintext` is set
+  // (and no TLS file is): a warning is logged unless listen_address is
+  // loopback (IsLoopbackAddress). Neither TLS nor `plaintext`, both, or a
+  // client CA without a certificate and key: Start fails.
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  bool plaintext = false;
 };
-
-// True when `listen_address` ("host:port", "[v6]:port", "unix:path") can only
-// be reached from this machine: 127.0.0.0/8, ::1, localhost, or a Unix
-// socket. 0.0.0.0, [::] and any other host are not.
-bool IsLoopbackListenAddress(const std::string& listen_address);
 
 // The migrations directory to use when none is configured: the source tree's
 // for a build, else the installed share directory.
@@ -68,7 +65,8 @@ class SyncServer {
  public:
   // Loads the TLS files (kNotFound naming a file that cannot be read,
   // kInvalidArgument for one that does not parse, a key that does not match
-  // its certificate, or an incomplete TLS configuration), loads the
+  // its certificate, an incomplete TLS configuration, or neither TLS nor
+  // plaintext asked for), loads the
   // migrations, checks the schema is current (refuses to start with
   // kFailedPrecondition if not; starts anyway, logging a warning, when
   // PostgreSQL is unreachable), and starts listening.
