@@ -61,6 +61,15 @@ ABSL_FLAG(std::string, jwt_secret,
           "HS256 secret of the Supabase project (env PULSESYNC_JWT_SECRET or SUPABASE_JWT_SECRET)");
 ABSL_FLAG(std::string, jwks_file, EnvOr("PULSESYNC_JWKS_FILE", ""),
           "JWKS document with the public keys (RS256/ES256) tokens are verified with");
+ABSL_FLAG(std::string, jwks_url, EnvOr("PULSESYNC_JWKS_URL", ""),
+          "URL of the JWKS (https, or http to a loopback host), re-read every --jwks_refresh "
+          "and sooner when a token names an unknown kid (env PULSESYNC_JWKS_URL)");
+ABSL_FLAG(std::string, jwks_ca_file, EnvOr("PULSESYNC_JWKS_CA_FILE", ""),
+          "PEM CA bundle an https --jwks_url must chain to (default: the system's roots)");
+ABSL_FLAG(absl::Duration, jwks_refresh, absl::Minutes(10), "how often --jwks_url is re-read");
+ABSL_FLAG(absl::Duration, jwks_min_refetch_interval, absl::Seconds(30),
+          "least time between fetches of --jwks_url asked for by unknown kids, and before "
+          "retrying a failed fetch");
 ABSL_FLAG(std::string, jwt_audience, "authenticated", "required aud claim (empty: not checked)");
 ABSL_FLAG(std::string, jwt_issuer, "", "required iss claim (empty: not checked)");
 ABSL_FLAG(int, max_streams_per_user, 32,
@@ -114,6 +123,10 @@ int main(int argc, char** argv) {
   config.log_retention = absl::GetFlag(FLAGS_log_retention);
   config.jwt_secret = absl::GetFlag(FLAGS_jwt_secret);
   config.jwks_file = absl::GetFlag(FLAGS_jwks_file);
+  config.jwks_url = absl::GetFlag(FLAGS_jwks_url);
+  config.jwks_ca_file = absl::GetFlag(FLAGS_jwks_ca_file);
+  config.jwks_refresh = absl::GetFlag(FLAGS_jwks_refresh);
+  config.jwks_min_refetch_interval = absl::GetFlag(FLAGS_jwks_min_refetch_interval);
   config.jwt_audience = absl::GetFlag(FLAGS_jwt_audience);
   config.jwt_issuer = absl::GetFlag(FLAGS_jwt_issuer);
   config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);

@@ -20,6 +20,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/change_feed.h"
 #include "server/core/feed_hub.h"
+#include "server/core/jwks_refresher.h"
 #include "server/core/jwt_authenticator.h"
 #include "common/jwt.h"
 #include "server/core/migrator.h"
@@ -70,8 +71,13 @@ void SetDefaultConnectTimeout() {
   setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
 }
 
-absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerConfig& config) {
-  if (config.jwt_secret.empty() && config.jwks_file.empty()) {
+// `jwks` receives the refresher when the keys come from a URL.
+absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(
+    const ServerConfig& config, std::unique_ptr<JwksRefresher>* jwks) {
+  if (!config.jwks_url.empty() && !config.jwks_file.empty()) {
+    return absl::InvalidArgumentError("--jwks_url and --jwks_file exclude each other");
+  }
+  if (config.jwt_secret.empty() && config.jwks_file.empty() && config.jwks_url.empty()) {
     LogWarning("no JWT secret or JWKS configured: development mode, calls are not authenticated "
                "(x-pulsesync-user-id names the user; without it a call is trusted)");
     return std::unique_ptr<Authenticator>(new MetadataAuthenticator());
@@ -86,13 +92,24 @@ absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerCon
   options.audiences.clear();
   if (!config.jwt_audience.empty()) options.audiences.push_back(config.jwt_audience);
   options.issuer = config.jwt_issuer;
-  PS_ASSIGN_OR_RETURN(std::unique_ptr<JwtVerifier> verifier, JwtVerifier::Create(options));
+  std::shared_ptr<const JwtVerifier> verifier;
+  if (!config.jwks_url.empty()) {
+    JwksRefresherOptions refresh;
+    refresh.url = config.jwks_url;
+    refresh.fetch.ca_file = config.jwks_ca_file;
+    refresh.refresh_interval = std::max(config.jwks_refresh, absl::Seconds(1));
+    refresh.min_refetch_interval = config.jwks_min_refetch_interval;
+    PS_ASSIGN_OR_RETURN(*jwks, JwksRefresher::Start(std::move(refresh), std::move(options)));
+    verifier = (*jwks)->verifier();
+  } else {
+    PS_ASSIGN_OR_RETURN(verifier, JwtVerifier::Create(options));
+  }
   LogInfo("authenticating calls with JWTs",
           {{"hs256", !config.jwt_secret.empty()},
            {"jwks_keys", static_cast<int64_t>(verifier->jwks_key_count())},
+           {"jwks_url", config.jwks_url},
            {"audience", config.jwt_audience}});
-  return std::unique_ptr<Authenticator>(
-      new JwtAuthenticator(std::shared_ptr<const JwtVerifier>(std::move(verifier))));
+  return std::unique_ptr<Authenticator>(new JwtAuthenticator(std::move(verifier)));
 }
 
 // Plaintext, or TLS (optionally mTLS) from the configured PEM files. The
@@ -158,6 +175,7 @@ struct SyncServer::Impl {
   ServerConfig config;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<FeedHub> hub;
+  std::unique_ptr<JwksRefresher> jwks;  // with a JWKS URL
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<SyncServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
@@ -210,7 +228,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.notify_channel = hub_options.notify_channel;
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
   options.principal_limits = config.principal_limits;
-  PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config));
+  PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config, &impl->jwks));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);
 

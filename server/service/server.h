@@ -41,6 +41,14 @@ struct ServerConfig {
   PrincipalLimitOptions principal_limits;  // per-user streams and write rate
   std::string jwt_secret;
   std::string jwks_file;
+  // A JWKS fetched from a URL (https, or http to loopback) and re-read every
+  // jwks_refresh, or sooner (at most every jwks_min_refetch_interval) when a
+  // token names an unknown kid; see server/core/jwks_refresher.h. Not
+  // together with jwks_file.
+  std::string jwks_url;
+  std::string jwks_ca_file;  // PEM roots for an https jwks_url; "" = system
+  absl::Duration jwks_refresh = absl::Minutes(10);
+  absl::Duration jwks_min_refetch_interval = absl::Seconds(30);
   std::string jwt_audience = "authenticated";
   std::string jwt_issuer;
   // TLS. With a certificate chain and its key (PEM files) the server speaks
