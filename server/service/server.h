@@ -34,7 +34,7 @@ struct ServerConfig {
   // Change-log rows older than this are deleted; cursors from before them
   // get "re-snapshot". Zero keeps the log forever.
   absl::Duration log_retention = absl::Hours(24 * 30);
-  // Authentication. With a JWT secret or a JWKS file, every call needs
+  // Authentication. With a JWT secret or a JWKS (file or URL), every call needs
   // "authorization: Bearer <JWT>" (Supabase compatible). With neither, the
   // server runs in development mode: x-pulsesync-user-id metadata names the
   // user, and a call without it is trusted.

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "absl/synchronization/notification.h"
 #include "client/transport/grpc_transport.h"
 #include "common/json.h"
@@ -26,6 +27,7 @@
 #include "pulsesync/v1/sync.pb.h"
 #include "server/service/server.h"
 #include "tests/testing/grpc_probes.h"
+#include "tests/testing/openssl_jwt.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_database.h"
@@ -470,6 +472,65 @@ TEST_F(TlsE2eTest, AClientRefusesPlaintextToANonLoopbackServerUnlessAsked) {
   options.tls_ca_file = pki_->ca();
   absl::Status both = ApplyTeam(GrpcTransport::Create(server_->address(), options).get(), &team);
   EXPECT_EQ(both.code(), absl::StatusCode::kInvalidArgument) << both;
+}
+
+// --jwks_url over https: the key set is taken only from a server whose
+// certificate chains to --jwks_ca_file (here `openssl s_server -WWW` with
+// the test PKI's server certificate).
+TEST_F(TlsE2eTest, AnHttpsJwksUrlIsTrustedOnlyThroughItsCa) {
+  ASSERT_OK_AND_ASSIGN(testing::OpensslJwtKeys keys, testing::OpensslJwtKeys::Generate());
+  const std::string www = dir_ + "/www";
+  ASSERT_OK(Openssl({"version"}));  // the command exists
+  {
+    ASSERT_OK_AND_ASSIGN(CommandResult mk, testing::RunCommand({"mkdir", "-p", www}));
+    ASSERT_EQ(mk.exit_code, 0);
+    std::ofstream out(www + "/jwks.json");
+    out << R"({"keys":[)" << keys.EcJwk("k1") << "]}";
+  }
+  testing::Subprocess::Options o;
+  o.argv = {"/bin/sh", "-c",
+            "cd \"$0\" && exec openssl s_server -accept 127.0.0.1:0 -cert \"$1\" -key \"$2\" -WWW",
+            www, pki_->server_cert(), pki_->server_key()};
+  o.output_path = dir_ + "/s_server.log";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<testing::Subprocess> https, testing::Subprocess::Start(o));
+  std::string port;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        std::ifstream in(o.output_path);
+        std::string line;
+        while (std::getline(in, line)) {
+          if (absl::StartsWith(line, "ACCEPT ")) port = line.substr(line.rfind(':') + 1);
+        }
+        return !port.empty();
+      },
+      absl::Seconds(10)));
+  const std::string url = absl::StrCat("https://127.0.0.1:", port, "/jwks.json");
+
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  ASSERT_OK_AND_ASSIGN(
+      std::string token,
+      keys.Mint("ES256",
+                absl::StrCat(R"({"aud":"authenticated","role":"service_role","exp":)", now + 600,
+                             "}"),
+                "k1"));
+  auto pull = [&]() {
+    GrpcTransportOptions options;
+    options.deadline = absl::Seconds(10);
+    options.bearer_token = token;
+    v1::PullChangesRequest req;
+    return GrpcTransport::Create(server_->address(), options)->PullChanges(req).status();
+  };
+
+  StartServer(/*tls=*/false, /*mtls=*/false,
+              {"--jwks_url=" + url, "--jwks_ca_file=" + pki_->other_ca()});
+  absl::Status untrusted = pull();
+  EXPECT_EQ(untrusted.code(), absl::StatusCode::kUnauthenticated) << untrusted;
+  EXPECT_THAT(server_->ReadLog(), HasSubstr("JWKS fetch failed"));
+  EXPECT_THAT(server_->ReadLog(), HasSubstr("SSL certificate problem"));
+  ASSERT_OK(server_->Stop().status());
+
+  StartServer(/*tls=*/false, /*mtls=*/false, {"--jwks_url=" + url, "--jwks_ca_file=" + pki_->ca()});
+  EXPECT_OK(pull());
 }
 
 }  // namespace
