@@ -18,7 +18,8 @@ namespace pulsesync {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT] [--user=ID]
+    R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT]
+                 [--token=JWT | --token-command=CMD] [--user=ID]
                  [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] [--plaintext] COMMAND [ARGS]
 
 commands:
@@ -59,6 +60,10 @@ flags (before the command):
   --server=HOST:PORT server address (env PULSESYNC_SERVER, else the last one
                      used by this database, else 127.0.0.1:50051)
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
+  --token-command=CMD
+                     get the bearer token from CMD (run with /bin/sh -c; its
+                     stdout is the token), asked again for each call once the
+                     token is within 60 s of its exp (env PULSESYNC_TOKEN_COMMAND)
   --user=ID          user id sent as x-pulsesync-user-id (env PULSESYNC_USER_ID)
   --tls-ca=PATH      connect with TLS, trusting the CA certificates in PATH (PEM)
                      (env PULSESYNC_TLS_CA); without it the connection is
@@ -83,6 +88,7 @@ struct GlobalFlags {
   std::vector<std::string> key_files;  // the first is current
   std::string server;  // empty = not given by flag or env
   std::string token;
+  std::string token_command;
   std::string user_id;
   std::string tls_ca_file;
   std::string tls_cert_file;
@@ -95,6 +101,7 @@ TransportConfig MakeTransportConfig(const GlobalFlags& flags, const std::string&
   TransportConfig config;
   config.address = address;
   config.token = flags.token;
+  config.token_command = flags.token_command;
   config.user_id = flags.user_id;
   config.tls_ca_file = flags.tls_ca_file;
   config.tls_cert_file = flags.tls_cert_file;
@@ -663,6 +670,7 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   flags.db = env.db_env.empty() ? kDefaultDbPath : env.db_env;
   flags.server = env.server_env;
   flags.token = env.token_env;
+  flags.token_command = env.token_command_env;
   flags.user_id = env.user_env;
   flags.tls_ca_file = env.tls_ca_env;
   flags.tls_cert_file = env.tls_cert_env;
@@ -672,6 +680,7 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
     return Usage(err, absl::StrCat("PULSESYNC_PLAINTEXT=", env.plaintext_env,
                                    ": want 1/true/yes or 0/false/no"));
   }
+  bool token_flag = false, token_command_flag = false;
   size_t i = 0;
   for (; i < args.size() && absl::StartsWith(args[i], "-"); ++i) {
     const std::string& a = args[i];
@@ -688,6 +697,10 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.server = a.substr(9);
     } else if (absl::StartsWith(a, "--token=")) {
       flags.token = a.substr(8);
+      token_flag = true;
+    } else if (absl::StartsWith(a, "--token-command=")) {
+      flags.token_command = a.substr(16);
+      token_command_flag = true;
     } else if (absl::StartsWith(a, "--user=")) {
       flags.user_id = a.substr(7);
     } else if (absl::StartsWith(a, "--tls-ca=")) {
@@ -711,6 +724,12 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   if (flags.tls_ca_file.empty() &&
       (!flags.tls_cert_file.empty() || !flags.tls_server_name.empty())) {
     return Usage(err, "--tls-cert, --tls-key and --tls-server-name need --tls-ca");
+  }
+  // A flag wins over the other's environment variable.
+  if (token_flag && !token_command_flag) flags.token_command.clear();
+  if (token_command_flag && !token_flag) flags.token.clear();
+  if (!flags.token.empty() && !flags.token_command.empty()) {
+    return Usage(err, "--token and --token-command exclude each other");
   }
   if (flags.plaintext && !flags.tls_ca_file.empty()) {
     return Usage(err, "--plaintext and --tls-ca contradict each other");

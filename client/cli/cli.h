@@ -2,7 +2,8 @@
 // the real environment and a GrpcTransport factory, so tests can run every
 // command against a fake transport.
 //
-//   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT]
+//   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT]
+//             [--token=JWT | --token-command=CMD]
 //             [--user=ID] [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]]
 //             [--tls-server-name=NAME] [--plaintext] COMMAND [ARGS]
 //
@@ -109,6 +110,9 @@ class InterruptSignal {
 struct TransportConfig {
   std::string address;  // host:port
   std::string token;    // bearer token; "" = none
+  // A command printing a bearer token, run for each call (see TokenCommand);
+  // "" = none. Excludes `token`.
+  std::string token_command;
   std::string user_id;  // x-pulsesync-user-id; "" = none
   // PEM files; a CA file turns TLS on (see GrpcTransportOptions). "" = none.
   std::string tls_ca_file;
@@ -126,6 +130,8 @@ struct CliEnvironment {
   std::string server_env;
   std::string token_env;
   std::string user_env;
+  // Value of PULSESYNC_TOKEN_COMMAND ("" = unset).
+  std::string token_command_env;
   // Values of PULSESYNC_TLS_CA, PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY,
   // PULSESYNC_TLS_SERVER_NAME ("" = unset).
   std::string tls_ca_env;
