@@ -99,7 +99,8 @@ class GrpcTransport final : public Transport {
   static std::unique_ptr<GrpcTransport> Create(const std::string& address,
                                                GrpcTransportOptions options = {});
   // A transport over an existing channel (e.g. an in-process server's). The
-  // channel's own arguments apply (keepalive options are not used).
+  // channel's own arguments and credentials apply (keepalive, TLS and
+  // `plaintext` options are not used: the caller chose).
   static std::unique_ptr<GrpcTransport> FromChannel(std::shared_ptr<grpc::Channel> channel,
                                                     GrpcTransportOptions options = {});
 

@@ -137,7 +137,6 @@ struct JwksRefresher::State {
   bool stop ABSL_GUARDED_BY(mu) = false;
   bool refetch_requested ABSL_GUARDED_BY(mu) = false;
   std::string requested_kid ABSL_GUARDED_BY(mu);  // the first since the last fetch
-  int64_t fetch_count ABSL_GUARDED_BY(mu) = 0;
   std::atomic<bool> stopping{false};  // polled by a fetch in progress
 
   void RequestRefetch(absl::string_view kid) {
@@ -161,12 +160,9 @@ absl::StatusOr<std::unique_ptr<JwksRefresher>> JwksRefresher::Start(
                       JwtVerifier::Create(std::move(verifier_options)));
   std::unique_ptr<JwksRefresher> refresher(new JwksRefresher(std::move(options), state));
   refresher->verifier_ = std::shared_ptr<JwtVerifier>(std::move(verifier));
-  const bool loaded = refresher->FetchOnce();
+  const bool loaded = refresher->FetchOnce();  // a failure is logged; Run retries it
   JwksRefresher* r = refresher.get();
-  refresher->thread_ = std::thread([r, loaded] {
-    (void)loaded;
-    r->Run();
-  });
+  refresher->thread_ = std::thread([r, loaded] { r->Run(loaded); });
   return refresher;
 }
 
@@ -183,18 +179,9 @@ JwksRefresher::~JwksRefresher() {
   if (thread_.joinable()) thread_.join();
 }
 
-int64_t JwksRefresher::fetch_count() const {
-  absl::MutexLock lock(&state_->mu);
-  return state_->fetch_count;
-}
-
 bool JwksRefresher::FetchOnce() {
   absl::StatusOr<std::string> body =
       HttpGet(options_.url, options_.fetch, [state = state_] { return state->stopping.load(); });
-  {
-    absl::MutexLock lock(&state_->mu);
-    ++state_->fetch_count;
-  }
   if (!body.ok()) {
     if (body.status().code() != absl::StatusCode::kCancelled) {
       LogWarning("JWKS fetch failed; keeping the last key set",
@@ -211,20 +198,17 @@ bool JwksRefresher::FetchOnce() {
                 {"jwks_keys", static_cast<int64_t>(verifier_->jwks_key_count())}});
     return false;
   }
-  LogDebug("JWKS loaded", {{"url", options_.url},
-                           {"jwks_keys", static_cast<int64_t>(verifier_->jwks_key_count())}});
+  const bool changed = *body != last_body_;
+  Log(changed ? LogLevel::kInfo : LogLevel::kDebug, changed ? "JWKS loaded" : "JWKS unchanged",
+      {{"url", options_.url}, {"jwks_keys", static_cast<int64_t>(verifier_->jwks_key_count())}});
+  last_body_ = *std::move(body);
   return true;
 }
 
-void JwksRefresher::Run() {
+void JwksRefresher::Run(bool last_ok) {
   State& st = *state_;
   absl::Time last_fetch = absl::Now();
   const absl::Duration retry = std::min(options_.refresh_interval, options_.min_refetch_interval);
-  bool last_ok;
-  {
-    absl::MutexLock lock(&st.mu);
-    last_ok = st.fetch_count > 0 && verifier_->jwks_key_count() > 0;
-  }
   absl::Time next = last_fetch + (last_ok ? options_.refresh_interval : retry);
   while (true) {
     std::string kid;

@@ -80,19 +80,19 @@ class JwksRefresher {
   // The verifier whose keys this refresher keeps current.
   std::shared_ptr<const JwtVerifier> verifier() const { return verifier_; }
 
-  // Fetches done, successful or not (for tests and logs).
-  int64_t fetch_count() const;
-
  private:
   struct State;
   JwksRefresher(JwksRefresherOptions options, std::shared_ptr<State> state);
-  void Run();
+  // The thread: fetches when due until stopped. `last_ok`: the first fetch
+  // (in Start) succeeded.
+  void Run(bool last_ok);
   // One fetch and load; true when the verifier now has the fetched set.
   bool FetchOnce();
 
   const JwksRefresherOptions options_;
   const std::shared_ptr<State> state_;  // shared with the on_unknown_kid hook
   std::shared_ptr<JwtVerifier> verifier_;
+  std::string last_body_;  // the document loaded last; FetchOnce only (one thread at a time)
   std::thread thread_;
 };
 
