@@ -177,9 +177,15 @@ TEST_F(JwtE2eTest, ASubscriberRenewsItsTokenAndMissesNothing) {
       ++other_disconnects;
     }
   };
+  // Writes start once the initial snapshot is in: a task written while it
+  // is being read would arrive in it (reported by on_snapshot, not
+  // on_change). connected() turns true before the snapshot.
+  std::atomic<bool> snapshot_applied{false};
+  options.on_snapshot = [&](const SnapshotNotification&) { snapshot_applied = true; };
   Subscriber subscriber(store.get(), transport.get(), &engine, options);
   subscriber.Start();
-  ASSERT_TRUE(WaitFor([&] { return subscriber.connected(); }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return subscriber.connected() && snapshot_applied.load(); },
+                      absl::Seconds(30)));
 
   // ~6 s of writes to team B through a service_role token.
   const std::string service = Token("", "service_role", absl::Hours(1));
