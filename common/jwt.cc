@@ -486,6 +486,7 @@ absl::StatusOr<VerifiedToken> JwtVerifier::Verify(absl::string_view token) const
           absl::StrCat("token has no kid; ", alg_name, " tokens must name their key"));
     }
     if (key_it == keys->public_keys.end()) {
+      if (options_.on_unknown_kid) options_.on_unknown_kid(kid);
       return Unauthenticated(absl::StrCat("unknown key id ", JsonQuote(kid)));
     }
     const KeyKind wanted = alg == Alg::kRs256 ? KeyKind::kRsa : KeyKind::kEc;

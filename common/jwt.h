@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,6 +74,12 @@ struct JwtVerifierOptions {
   size_t max_token_bytes = 8 * 1024;
   // Nesting limit for the header and claims JSON.
   int max_json_depth = 16;
+  // When set, called on the verifying thread when an RS256/ES256 token
+  // names a key id that is not in the current set, just before Verify fails
+  // with "unknown key id": a JWKS refresher uses it to fetch the set early
+  // after a key rotation. The kid is unauthenticated input (an attacker's
+  // choice); the hook must not block, and should rate-limit what it does.
+  std::function<void(absl::string_view kid)> on_unknown_kid;
 };
 
 // Verifies JWTs against a key set that can be replaced while in use (JWKS

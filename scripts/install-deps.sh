@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package that pulsesync's build, server, tests and
-# benchmarks need. Idempotent: packages already present are left alone, and
+# Installs every Debian 12 package that pulsesync's build, server, tests,
+# benchmarks and fuzzers need (clang-14 + libclang-rt-14-dev: libFuzzer and
+# the sanitizer runtimes for -fsanitize=fuzzer,address; llvm-14: the
+# symbolizer for their reports). Idempotent: packages already present are left alone, and
 # apt is only touched when something is missing.
 set -euo pipefail
 
@@ -14,6 +16,8 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 postgresql-contrib
   procps iproute2 util-linux openssl
   haproxy
+  libcurl4-openssl-dev
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

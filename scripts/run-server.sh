@@ -9,7 +9,9 @@
 #   script started it). Running again reuses the data.
 # Then: pulsesyncd migrate, and pulsesyncd serve on ${PULSESYNC_LISTEN:-127.0.0.1:50051},
 # with Prometheus metrics on ${PULSESYNC_METRICS_LISTEN-127.0.0.1:9464} (set it empty for none).
-# Extra arguments are passed to `pulsesyncd serve`.
+# Extra arguments are passed to `pulsesyncd serve`. The server speaks
+# plaintext gRPC (--plaintext, meant for loopback) unless TLS is configured:
+# --tls_cert_file/--tls_key_file among the arguments, or PULSESYNC_TLS_CERT_FILE.
 # PULSESYNC_SKIP_DEPS=1 / PULSESYNC_SKIP_BUILD=1 skip the first two steps.
 # shellcheck disable=SC2317  # functions below are called from traps
 set -euo pipefail
@@ -26,6 +28,20 @@ pulsesyncd="$build_dir/server/pulsesyncd"
 listen="${PULSESYNC_LISTEN:-127.0.0.1:50051}"
 # Prometheus metrics on loopback unless set (empty turns them off).
 export PULSESYNC_METRICS_LISTEN="${PULSESYNC_METRICS_LISTEN-127.0.0.1:9464}"
+
+# Plaintext unless the caller configured TLS (pulsesyncd refuses both at once).
+transport_flags=(--plaintext)
+transport_desc="gRPC, plaintext"
+if [ -n "${PULSESYNC_TLS_CERT_FILE:-}" ]; then
+  transport_flags=()
+  transport_desc="gRPC, TLS"
+fi
+for a in "$@"; do
+  case "$a" in
+    --tls_cert_file*) transport_flags=(); transport_desc="gRPC, TLS" ;;
+    --plaintext*) transport_flags=() ;;
+  esac
+done
 
 pg_datadir=""
 pg_started=0
@@ -96,7 +112,7 @@ ps_log "migrating the database"
 
 cat <<EOF
 
-  pulsesyncd   listening on $listen (gRPC, plaintext)
+  pulsesyncd   listening on $listen ($transport_desc)
   metrics      $metrics_line
   PostgreSQL   $pg_where
   DATABASE_URL $shown_url
@@ -107,7 +123,8 @@ EOF
 
 # Run in the background and wait, so that a SIGTERM to this script is
 # handled at once instead of after the server exits.
-"$pulsesyncd" serve --database_url="$DATABASE_URL" --listen="$listen" "$@" &
+"$pulsesyncd" serve --database_url="$DATABASE_URL" --listen="$listen" \
+  ${transport_flags[@]+"${transport_flags[@]}"} "$@" &
 server_pid=$!
 set +e
 while :; do

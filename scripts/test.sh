@@ -5,10 +5,13 @@
 #
 # Tests get PULSESYNC_TEST_DATABASE_URL, a superuser URL to the "postgres"
 # database; they create and drop their own databases.
+# Then, whatever ctest's outcome, each libFuzzer harness runs for a few
+# seconds (scripts/fuzz.sh, clang, its own build directory build-fuzz).
 # Extra arguments go to ctest (e.g. -L unit, -R Feed, --repeat until-fail:3).
 # Env: PULSESYNC_BUILD_DIR (default: build), PULSESYNC_TEST_JOBS (default: 2),
 #      PULSESYNC_SKIP_DEPS=1 / PULSESYNC_SKIP_BUILD=1 skip those steps,
-#      PULSESYNC_KEEP_PG=1 keeps the cluster's directory (for its log).
+#      PULSESYNC_KEEP_PG=1 keeps the cluster's directory (for its log),
+#      PULSESYNC_FUZZ_SECONDS per harness (default: 8; 0 skips fuzzing).
 # shellcheck disable=SC2317  # functions below are called from traps
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -78,5 +81,13 @@ if [ "$rc" -eq 0 ]; then
   ps_log "tests passed"
 else
   ps_log "tests FAILED (ctest exit status $rc); PostgreSQL log: $pg_datadir/postgres.log (PULSESYNC_KEEP_PG=1 keeps it)"
+fi
+
+fuzz_seconds="${PULSESYNC_FUZZ_SECONDS:-8}"
+if [ "$fuzz_seconds" != 0 ]; then
+  if ! PULSESYNC_SKIP_BUILD=0 bash scripts/fuzz.sh "$fuzz_seconds" </dev/null; then
+    ps_log "fuzzing FAILED (scripts/fuzz.sh $fuzz_seconds)"
+    [ "$rc" -ne 0 ] || rc=1
+  fi
 fi
 exit "$rc"

@@ -25,6 +25,12 @@ int EnvIntOr(const char* name, int fallback) {
   return absl::SimpleAtoi(EnvOr(name, ""), &v) ? v : fallback;
 }
 
+// "1", "true", "yes", ... (absl::SimpleAtob); anything else is the fallback.
+bool EnvBoolOr(const char* name, bool fallback) {
+  bool v;
+  return absl::SimpleAtob(EnvOr(name, ""), &v) ? v : fallback;
+}
+
 }  // namespace
 
 ABSL_FLAG(std::string, database_url, EnvOr("DATABASE_URL", ""),
@@ -55,6 +61,15 @@ ABSL_FLAG(std::string, jwt_secret,
           "HS256 secret of the Supabase project (env PULSESYNC_JWT_SECRET or SUPABASE_JWT_SECRET)");
 ABSL_FLAG(std::string, jwks_file, EnvOr("PULSESYNC_JWKS_FILE", ""),
           "JWKS document with the public keys (RS256/ES256) tokens are verified with");
+ABSL_FLAG(std::string, jwks_url, EnvOr("PULSESYNC_JWKS_URL", ""),
+          "URL of the JWKS (https, or http to a loopback host), re-read every --jwks_refresh "
+          "and sooner when a token names an unknown kid (env PULSESYNC_JWKS_URL)");
+ABSL_FLAG(std::string, jwks_ca_file, EnvOr("PULSESYNC_JWKS_CA_FILE", ""),
+          "PEM CA bundle an https --jwks_url must chain to (default: the system's roots)");
+ABSL_FLAG(absl::Duration, jwks_refresh, absl::Minutes(10), "how often --jwks_url is re-read");
+ABSL_FLAG(absl::Duration, jwks_min_refetch_interval, absl::Seconds(30),
+          "least time between fetches of --jwks_url asked for by unknown kids, and before "
+          "retrying a failed fetch");
 ABSL_FLAG(std::string, jwt_audience, "authenticated", "required aud claim (empty: not checked)");
 ABSL_FLAG(std::string, jwt_issuer, "", "required iss claim (empty: not checked)");
 ABSL_FLAG(int, max_streams_per_user, 32,
@@ -64,12 +79,15 @@ ABSL_FLAG(double, revisions_per_second_per_user, 2000,
 ABSL_FLAG(double, revisions_burst_per_user, 10000, "token bucket size for that rate");
 ABSL_FLAG(std::string, tls_cert_file, EnvOr("PULSESYNC_TLS_CERT_FILE", ""),
           "PEM certificate chain; with --tls_key_file the server speaks TLS only "
-          "(env PULSESYNC_TLS_CERT_FILE). Without both: plaintext");
+          "(env PULSESYNC_TLS_CERT_FILE). Without both, --plaintext is required");
 ABSL_FLAG(std::string, tls_key_file, EnvOr("PULSESYNC_TLS_KEY_FILE", ""),
           "PEM private key of --tls_cert_file (env PULSESYNC_TLS_KEY_FILE)");
 ABSL_FLAG(std::string, tls_client_ca_file, EnvOr("PULSESYNC_TLS_CLIENT_CA_FILE", ""),
           "PEM CA bundle; when set, clients must present a certificate it signed (mTLS) "
           "(env PULSESYNC_TLS_CLIENT_CA_FILE)");
+ABSL_FLAG(bool, plaintext, EnvBoolOr("PULSESYNC_PLAINTEXT", false),
+          "serve unencrypted gRPC (env PULSESYNC_PLAINTEXT=1); without it the server needs "
+          "--tls_cert_file and --tls_key_file. Logs a warning off loopback");
 ABSL_FLAG(bool, feed_notify, true,
           "NOTIFY the other replicas after applying revisions (else they poll)");
 ABSL_FLAG(std::string, metrics_listen, EnvOr("PULSESYNC_METRICS_LISTEN", ""),
@@ -135,11 +153,16 @@ int main(int argc, char** argv) {
   config.log_retention = absl::GetFlag(FLAGS_log_retention);
   config.jwt_secret = absl::GetFlag(FLAGS_jwt_secret);
   config.jwks_file = absl::GetFlag(FLAGS_jwks_file);
+  config.jwks_url = absl::GetFlag(FLAGS_jwks_url);
+  config.jwks_ca_file = absl::GetFlag(FLAGS_jwks_ca_file);
+  config.jwks_refresh = absl::GetFlag(FLAGS_jwks_refresh);
+  config.jwks_min_refetch_interval = absl::GetFlag(FLAGS_jwks_min_refetch_interval);
   config.jwt_audience = absl::GetFlag(FLAGS_jwt_audience);
   config.jwt_issuer = absl::GetFlag(FLAGS_jwt_issuer);
   config.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   config.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   config.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.plaintext = absl::GetFlag(FLAGS_plaintext);
   config.principal_limits.max_streams = std::max(1, absl::GetFlag(FLAGS_max_streams_per_user));
   config.principal_limits.revisions_per_second =
       std::max(1.0, absl::GetFlag(FLAGS_revisions_per_second_per_user));

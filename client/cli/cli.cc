@@ -18,8 +18,9 @@ namespace pulsesync {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT] [--user=ID]
-                 [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] COMMAND [ARGS]
+    R"(usage: pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT]
+                 [--token=JWT | --token-command=CMD] [--user=ID]
+                 [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]] [--plaintext] COMMAND [ARGS]
 
 commands:
   init                          create the database (idempotent); print the origin id
@@ -59,14 +60,22 @@ flags (before the command):
   --server=HOST:PORT server address (env PULSESYNC_SERVER, else the last one
                      used by this database, else 127.0.0.1:50051)
   --token=JWT        bearer token for the server (env PULSESYNC_TOKEN)
+  --token-command=CMD
+                     get the bearer token from CMD (run with /bin/sh -c; its
+                     stdout is the token), asked again for each call once the
+                     token is within 60 s of its exp (env PULSESYNC_TOKEN_COMMAND)
   --user=ID          user id sent as x-pulsesync-user-id (env PULSESYNC_USER_ID)
   --tls-ca=PATH      connect with TLS, trusting the CA certificates in PATH (PEM)
-                     (env PULSESYNC_TLS_CA); without it the connection is plaintext
+                     (env PULSESYNC_TLS_CA); without it the connection is
+                     plaintext, which needs --plaintext unless the server is on
+                     loopback (127.0.0.1, ::1, localhost)
   --tls-cert=PATH    client certificate (PEM) for servers that require one (mTLS)
   --tls-key=PATH     its private key (PEM) (env PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY)
   --tls-server-name=NAME
                      name to verify the server certificate against instead of
                      the server's host (env PULSESYNC_TLS_SERVER_NAME)
+  --plaintext        talk to a non-loopback server without TLS: tokens and data
+                     cross the network unencrypted (env PULSESYNC_PLAINTEXT=1)
 )";
 
 // Exit codes.
@@ -79,22 +88,26 @@ struct GlobalFlags {
   std::vector<std::string> key_files;  // the first is current
   std::string server;  // empty = not given by flag or env
   std::string token;
+  std::string token_command;
   std::string user_id;
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;
+  bool plaintext = false;
 };
 
 TransportConfig MakeTransportConfig(const GlobalFlags& flags, const std::string& address) {
   TransportConfig config;
   config.address = address;
   config.token = flags.token;
+  config.token_command = flags.token_command;
   config.user_id = flags.user_id;
   config.tls_ca_file = flags.tls_ca_file;
   config.tls_cert_file = flags.tls_cert_file;
   config.tls_key_file = flags.tls_key_file;
   config.tls_server_name = flags.tls_server_name;
+  config.plaintext = flags.plaintext;
   return config;
 }
 
@@ -690,11 +703,17 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   flags.db = env.db_env.empty() ? kDefaultDbPath : env.db_env;
   flags.server = env.server_env;
   flags.token = env.token_env;
+  flags.token_command = env.token_command_env;
   flags.user_id = env.user_env;
   flags.tls_ca_file = env.tls_ca_env;
   flags.tls_cert_file = env.tls_cert_env;
   flags.tls_key_file = env.tls_key_env;
   flags.tls_server_name = env.tls_server_name_env;
+  if (!env.plaintext_env.empty() && !absl::SimpleAtob(env.plaintext_env, &flags.plaintext)) {
+    return Usage(err, absl::StrCat("PULSESYNC_PLAINTEXT=", env.plaintext_env,
+                                   ": want 1/true/yes or 0/false/no"));
+  }
+  bool token_flag = false, token_command_flag = false;
   size_t i = 0;
   for (; i < args.size() && absl::StartsWith(args[i], "-"); ++i) {
     const std::string& a = args[i];
@@ -711,6 +730,10 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.server = a.substr(9);
     } else if (absl::StartsWith(a, "--token=")) {
       flags.token = a.substr(8);
+      token_flag = true;
+    } else if (absl::StartsWith(a, "--token-command=")) {
+      flags.token_command = a.substr(16);
+      token_command_flag = true;
     } else if (absl::StartsWith(a, "--user=")) {
       flags.user_id = a.substr(7);
     } else if (absl::StartsWith(a, "--tls-ca=")) {
@@ -721,6 +744,8 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
       flags.tls_key_file = a.substr(10);
     } else if (absl::StartsWith(a, "--tls-server-name=")) {
       flags.tls_server_name = a.substr(18);
+    } else if (a == "--plaintext") {
+      flags.plaintext = true;
     } else {
       return Usage(err, absl::StrCat("unknown flag \"", a, "\""));
     }
@@ -732,6 +757,15 @@ int RunCli(const std::vector<std::string>& args, const CliEnvironment& env, std:
   if (flags.tls_ca_file.empty() &&
       (!flags.tls_cert_file.empty() || !flags.tls_server_name.empty())) {
     return Usage(err, "--tls-cert, --tls-key and --tls-server-name need --tls-ca");
+  }
+  // A flag wins over the other's environment variable.
+  if (token_flag && !token_command_flag) flags.token_command.clear();
+  if (token_command_flag && !token_flag) flags.token.clear();
+  if (!flags.token.empty() && !flags.token_command.empty()) {
+    return Usage(err, "--token and --token-command exclude each other");
+  }
+  if (flags.plaintext && !flags.tls_ca_file.empty()) {
+    return Usage(err, "--plaintext and --tls-ca contradict each other");
   }
   if (i == args.size()) return Usage(err, "");
   const std::string command = args[i];

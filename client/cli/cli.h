@@ -2,13 +2,17 @@
 // the real environment and a GrpcTransport factory, so tests can run every
 // command against a fake transport.
 //
-//   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT] [--token=JWT]
+//   pulsesync [--db=PATH] [--key-file=PATH]... [--server=HOST:PORT]
+//             [--token=JWT | --token-command=CMD]
 //             [--user=ID] [--tls-ca=PATH [--tls-cert=PATH --tls-key=PATH]]
-//             [--tls-server-name=NAME] COMMAND [ARGS]
+//             [--tls-server-name=NAME] [--plaintext] COMMAND [ARGS]
 //
 // TLS: with --tls-ca (or PULSESYNC_TLS_CA) the connection to the server is
 // TLS, verified against that CA; --tls-cert/--tls-key (PULSESYNC_TLS_CERT,
 // PULSESYNC_TLS_KEY) add a client certificate for servers that require one.
+// Without --tls-ca the connection is plaintext, which is allowed to a
+// loopback server, and to any other only with --plaintext (or
+// PULSESYNC_PLAINTEXT=1); see GrpcTransportOptions::plaintext.
 //
 // Encryption at rest: with --key-file (repeatable; the first encrypts, all
 // decrypt) or else PULSESYNC_DB_KEY, revision payloads are stored
@@ -114,12 +118,17 @@ class InterruptSignal {
 struct TransportConfig {
   std::string address;  // host:port
   std::string token;    // bearer token; "" = none
+  // A command printing a bearer token, run for each call (see TokenCommand);
+  // "" = none. Excludes `token`.
+  std::string token_command;
   std::string user_id;  // x-pulsesync-user-id; "" = none
   // PEM files; a CA file turns TLS on (see GrpcTransportOptions). "" = none.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;  // "" = the address's host
+  // Plaintext to a non-loopback address asked for (--plaintext).
+  bool plaintext = false;
 };
 
 struct CliEnvironment {
@@ -129,12 +138,16 @@ struct CliEnvironment {
   std::string server_env;
   std::string token_env;
   std::string user_env;
+  // Value of PULSESYNC_TOKEN_COMMAND ("" = unset).
+  std::string token_command_env;
   // Values of PULSESYNC_TLS_CA, PULSESYNC_TLS_CERT, PULSESYNC_TLS_KEY,
   // PULSESYNC_TLS_SERVER_NAME ("" = unset).
   std::string tls_ca_env;
   std::string tls_cert_env;
   std::string tls_key_env;
   std::string tls_server_name_env;
+  // Value of PULSESYNC_PLAINTEXT ("" = unset; "1", "true", "yes" = on).
+  std::string plaintext_env;
   // Value of PULSESYNC_DB_KEY ("" = unset): payload keys, used when no
   // --key-file is given.
   std::string db_key_env;

@@ -727,5 +727,36 @@ TEST_F(CliKeyTest, KeyFileProblemsAreOneLineErrors) {
   EXPECT_EQ(Run({"--key-file=", "status"}).code, 2);
 }
 
+// Plaintext to a non-loopback server is the transport's to refuse
+// (GrpcTransportOptions::plaintext); the CLI passes on whether it was asked
+// for, by flag or environment.
+TEST_F(CliTest, PlaintextReachesTheTransportOnlyWhenAskedFor) {
+  TransportConfig seen;
+  env_.make_transport = [&](const TransportConfig& config) {
+    seen = config;
+    return std::unique_ptr<Transport>(new FakeServer::Conn(&server_));
+  };
+  MustRun({"init"});
+  MustRun({"sync"});
+  EXPECT_FALSE(seen.plaintext);
+  MustRun({"--plaintext", "sync"});
+  EXPECT_TRUE(seen.plaintext);
+  env_.plaintext_env = "1";
+  MustRun({"sync"});
+  EXPECT_TRUE(seen.plaintext);
+  env_.plaintext_env = "false";
+  MustRun({"sync"});
+  EXPECT_FALSE(seen.plaintext);
+
+  env_.plaintext_env = "maybe";
+  Result bad_env = Run({"sync"});
+  EXPECT_EQ(bad_env.code, 2);
+  EXPECT_NE(bad_env.err.find("PULSESYNC_PLAINTEXT=maybe"), std::string::npos) << bad_env.err;
+  env_.plaintext_env = "";
+  Result both = Run({"--plaintext", "--tls-ca=/nonexistent/ca.pem", "sync"});
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("contradict"), std::string::npos) << both.err;
+}
+
 }  // namespace
 }  // namespace pulsesync

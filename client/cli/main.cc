@@ -5,11 +5,13 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "client/cli/cli.h"
+#include "client/cli/token_command.h"
 #include "client/transport/grpc_transport.h"
 #include "common/log.h"
 
@@ -58,21 +60,28 @@ int main(int argc, char** argv) {
   env.db_env = Env("PULSESYNC_DB");
   env.server_env = Env("PULSESYNC_SERVER");
   env.token_env = Env("PULSESYNC_TOKEN");
+  env.token_command_env = Env("PULSESYNC_TOKEN_COMMAND");
   env.user_env = Env("PULSESYNC_USER_ID");
   env.db_key_env = Env("PULSESYNC_DB_KEY");
   env.tls_ca_env = Env("PULSESYNC_TLS_CA");
   env.tls_cert_env = Env("PULSESYNC_TLS_CERT");
   env.tls_key_env = Env("PULSESYNC_TLS_KEY");
   env.tls_server_name_env = Env("PULSESYNC_TLS_SERVER_NAME");
+  env.plaintext_env = Env("PULSESYNC_PLAINTEXT");
   env.interrupt = &interrupt;
   env.make_transport = [](const pulsesync::TransportConfig& config) {
     pulsesync::GrpcTransportOptions options;
     options.bearer_token = config.token;
+    if (!config.token_command.empty()) {
+      auto command = std::make_shared<pulsesync::TokenCommand>(config.token_command);
+      options.token_provider = [command] { return command->Get(); };
+    }
     options.user_id = config.user_id;
     options.tls_ca_file = config.tls_ca_file;
     options.tls_cert_file = config.tls_cert_file;
     options.tls_key_file = config.tls_key_file;
     options.tls_server_name = config.tls_server_name;
+    options.plaintext = config.plaintext;
     return std::unique_ptr<pulsesync::Transport>(
         pulsesync::GrpcTransport::Create(config.address, options));
   };

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
@@ -68,10 +69,11 @@ class GrpcResponseStream final : public ResponseStream<Response> {
   bool finished_ = false;   // consumer thread only
 };
 
-// Plaintext without a CA file; TLS (with a client certificate when one is
-// configured) with it. Reads and checks the files.
+// Plaintext without a CA file (to loopback, or when asked for); TLS (with a
+// client certificate when one is configured) with it. Reads and checks the
+// files.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
-    const GrpcTransportOptions& options) {
+    const std::string& address, const GrpcTransportOptions& options) {
   const bool has_cert = !options.tls_cert_file.empty();
   const bool has_key = !options.tls_key_file.empty();
   if (has_cert != has_key) {
@@ -83,7 +85,17 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
       return absl::InvalidArgumentError(
           "TLS client certificate or server name given without a TLS CA file");
     }
+    if (!options.plaintext && !IsLoopbackAddress(address)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to talk plaintext to ", address,
+          " (not a loopback address): tokens and data would cross the network unencrypted. "
+          "Give a TLS CA file (--tls-ca), or ask for plaintext explicitly (--plaintext, "
+          "GrpcTransportOptions::plaintext)"));
+    }
     return grpc::InsecureChannelCredentials();
+  }
+  if (options.plaintext) {
+    return absl::InvalidArgumentError("plaintext asked for together with a TLS CA file");
   }
   grpc::SslCredentialsOptions ssl;
   PS_ASSIGN_OR_RETURN(ssl.pem_root_certs,
@@ -148,7 +160,7 @@ std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      MakeChannelCredentials(options);
+      MakeChannelCredentials(address, options);
   if (!credentials.ok()) {
     auto impl = std::make_unique<Impl>();
     impl->options = std::move(options);

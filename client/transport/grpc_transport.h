@@ -59,21 +59,30 @@ struct GrpcTransportOptions {
   absl::Duration keepalive_time = absl::Seconds(20);
   absl::Duration keepalive_timeout = absl::Seconds(10);
   // TLS, on channels that Create() makes. With a CA file (PEM: the roots the
-  // server's certificate must chain to) the channel speaks TLS and checks
-  // the server's certificate against the address's host; without one,
-  // plaintext. tls_cert_file and tls_key_file (PEM, both or neither; need a
-  // CA file) are this client's certificate, for servers that require one
-  // (mTLS). tls_server_name, when set, is the name checked instead of the
-  // host (e.g. when connecting by an IP address the certificate lacks).
+  // server's certificate must chain to; /etc/ssl/certs/ca-certificates.crt
+  // for a certificate from a public CA) the channel speaks TLS and checks
+  // the server's certificate against the address's host. tls_cert_file and
+  // tls_key_file (PEM, both or neither; need a CA file) are this client's
+  // certificate, for servers that require one (mTLS). tls_server_name, when
+  // set, is the name checked instead of the host (e.g. when connecting by an
+  // IP address the certificate lacks).
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;
+  // Plaintext, asked for explicitly. Without a CA file the channel is
+  // plaintext, which Create() allows to a loopback address
+  // (IsLoopbackAddress: 127.0.0.0/8, ::1, localhost, unix:) and to any other
+  // only when this is set: otherwise every call fails with
+  // kFailedPrecondition and nothing is sent, so that a bearer token never
+  // crosses a network in clear by omission. Set together with TLS options:
+  // kInvalidArgument.
+  bool plaintext = false;
 };
 
 // Unary calls are blocking RPCs on one shared channel; streams use gRPC's
 // synchronous streaming API (a ClientReader per call). The channel is TLS
-// when the options name a CA file, else plaintext. gRPC errors become
+// when the options name a CA file, else plaintext (see `plaintext`). gRPC errors become
 // absl::Status with the same code and message.
 //
 // Thread safety: thread-safe (gRPC stubs and channels are). Each stream is
@@ -84,12 +93,14 @@ class GrpcTransport final : public Transport {
   // this never fails; an unreachable server shows up as kUnavailable from
   // the first call. TLS files are read here: when one cannot be read
   // (kNotFound naming it) or is not valid, or the TLS options are
-  // incomplete (kInvalidArgument), no channel is made and every call
-  // returns that error.
+  // incomplete or contradict `plaintext` (kInvalidArgument), or plaintext
+  // to a non-loopback address was not asked for (kFailedPrecondition), no
+  // channel is made and every call returns that error.
   static std::unique_ptr<GrpcTransport> Create(const std::string& address,
                                                GrpcTransportOptions options = {});
   // A transport over an existing channel (e.g. an in-process server's). The
-  // channel's own arguments apply (keepalive options are not used).
+  // channel's own arguments and credentials apply (keepalive, TLS and
+  // `plaintext` options are not used: the caller chose).
   static std::unique_ptr<GrpcTransport> FromChannel(std::shared_ptr<grpc::Channel> channel,
                                                     GrpcTransportOptions options = {});
 

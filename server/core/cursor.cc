@@ -97,6 +97,9 @@ absl::StatusOr<Cursor> DecodeCursor(absl::string_view text) {
   auto invalid = [](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("malformed cursor: ", why));
   };
+  if (text.size() > kMaxCursorBytes) {
+    return invalid(absl::StrCat("longer than ", kMaxCursorBytes, " bytes"));
+  }
   if (!absl::StartsWith(text, kPrefix)) return invalid("unknown format (expected \"c1.\" prefix)");
   std::string bytes;
   if (!absl::WebSafeBase64Unescape(text.substr(kPrefix.size()), &bytes)) {

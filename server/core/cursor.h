@@ -11,6 +11,7 @@
 #ifndef PULSESYNC_SERVER_CORE_CURSOR_H_
 #define PULSESYNC_SERVER_CORE_CURSOR_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -30,8 +31,14 @@ struct Cursor {
 
 std::string EncodeCursor(const Cursor& cursor);
 
+// Longer cursor texts are refused before decoding. A real one holds two
+// snapshots whose in-progress lists are bounded by PostgreSQL's connection
+// limit: a few KiB, some hundreds at most.
+inline constexpr size_t kMaxCursorBytes = 1 << 20;
+
 // An empty string decodes to the start-of-log cursor (system_id 0).
-// kInvalidArgument when `text` is not a cursor this server issued.
+// kInvalidArgument when `text` is not a cursor this server issued (or is
+// longer than kMaxCursorBytes).
 absl::StatusOr<Cursor> DecodeCursor(absl::string_view text);
 
 // True if `s` has the shape of a pg_snapshot text: "xmin:xmax:xip,xip,...".

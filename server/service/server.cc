@@ -1,6 +1,5 @@
 #include "server/service/server.h"
 
-#include <arpa/inet.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -22,6 +22,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/change_feed.h"
 #include "server/core/feed_hub.h"
+#include "server/core/jwks_refresher.h"
 #include "server/core/jwt_authenticator.h"
 #include "common/jwt.h"
 #include "server/core/migrator.h"
@@ -78,8 +79,13 @@ void SetDefaultConnectTimeout() {
   setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
 }
 
-absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerConfig& config) {
-  if (config.jwt_secret.empty() && config.jwks_file.empty()) {
+// `jwks` receives the refresher when the keys come from a URL.
+absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(
+    const ServerConfig& config, std::unique_ptr<JwksRefresher>* jwks) {
+  if (!config.jwks_url.empty() && !config.jwks_file.empty()) {
+    return absl::InvalidArgumentError("--jwks_url and --jwks_file exclude each other");
+  }
+  if (config.jwt_secret.empty() && config.jwks_file.empty() && config.jwks_url.empty()) {
     LogWarning("no JWT secret or JWKS configured: development mode, calls are not authenticated "
                "(x-pulsesync-user-id names the user; without it a call is trusted)");
     return std::unique_ptr<Authenticator>(new MetadataAuthenticator());
@@ -94,13 +100,24 @@ absl::StatusOr<std::unique_ptr<Authenticator>> MakeAuthenticator(const ServerCon
   options.audiences.clear();
   if (!config.jwt_audience.empty()) options.audiences.push_back(config.jwt_audience);
   options.issuer = config.jwt_issuer;
-  PS_ASSIGN_OR_RETURN(std::unique_ptr<JwtVerifier> verifier, JwtVerifier::Create(options));
+  std::shared_ptr<const JwtVerifier> verifier;
+  if (!config.jwks_url.empty()) {
+    JwksRefresherOptions refresh;
+    refresh.url = config.jwks_url;
+    refresh.fetch.ca_file = config.jwks_ca_file;
+    refresh.refresh_interval = std::max(config.jwks_refresh, absl::Seconds(1));
+    refresh.min_refetch_interval = config.jwks_min_refetch_interval;
+    PS_ASSIGN_OR_RETURN(*jwks, JwksRefresher::Start(std::move(refresh), std::move(options)));
+    verifier = (*jwks)->verifier();
+  } else {
+    PS_ASSIGN_OR_RETURN(verifier, JwtVerifier::Create(options));
+  }
   LogInfo("authenticating calls with JWTs",
           {{"hs256", !config.jwt_secret.empty()},
            {"jwks_keys", static_cast<int64_t>(verifier->jwks_key_count())},
+           {"jwks_url", config.jwks_url},
            {"audience", config.jwt_audience}});
-  return std::unique_ptr<Authenticator>(
-      new JwtAuthenticator(std::shared_ptr<const JwtVerifier>(std::move(verifier))));
+  return std::unique_ptr<Authenticator>(new JwtAuthenticator(std::move(verifier)));
 }
 
 // Plaintext, or TLS (optionally mTLS) from the configured PEM files. The
@@ -114,12 +131,24 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     return absl::InvalidArgumentError(
         "TLS needs both --tls_cert_file and --tls_key_file (only one is set)");
   }
+  if (has_cert && config.plaintext) {
+    return absl::InvalidArgumentError(
+        "--plaintext contradicts --tls_cert_file/--tls_key_file: choose one (is "
+        "PULSESYNC_PLAINTEXT set?)");
+  }
   if (!has_cert) {
     if (has_client_ca) {
       return absl::InvalidArgumentError(
           "--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
     }
-    if (!IsLoopbackListenAddress(config.listen_address)) {
+    if (!config.plaintext) {
+      return absl::InvalidArgumentError(
+          "no TLS configured: pass --tls_cert_file and --tls_key_file (env "
+          "PULSESYNC_TLS_CERT_FILE, PULSESYNC_TLS_KEY_FILE) to serve TLS, or --plaintext "
+          "(env PULSESYNC_PLAINTEXT=1) to serve unencrypted gRPC, e.g. on loopback or "
+          "behind a TLS-terminating proxy");
+    }
+    if (!IsLoopbackAddress(config.listen_address)) {
       LogWarning("listening in plaintext on a non-loopback address: traffic, tokens included, "
                  "is unencrypted; set --tls_cert_file and --tls_key_file",
                  {{"address", config.listen_address}});
@@ -143,33 +172,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 
 }  // namespace
 
-bool IsLoopbackListenAddress(const std::string& listen_address) {
-  absl::string_view address = listen_address;
-  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
-    return true;
-  }
-  absl::string_view host;
-  if (absl::StartsWith(address, "[")) {
-    const size_t close = address.find(']');
-    if (close == absl::string_view::npos) return false;
-    host = address.substr(1, close - 1);
-  } else {
-    const size_t colon = address.rfind(':');
-    host = colon == absl::string_view::npos ? address : address.substr(0, colon);
-  }
-  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
-  const std::string h(host);
-  in_addr v4;
-  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  in6_addr v6;
-  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
-    return IN6_IS_ADDR_LOOPBACK(&v6);
-  }
-  return false;
-}
-
 std::string DefaultMigrationsDir() {
   std::error_code ec;
   const std::string source = PULSESYNC_SOURCE_MIGRATIONS_DIR;
@@ -186,6 +188,7 @@ struct SyncServer::Impl {
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<FeedHub> hub;
+  std::unique_ptr<JwksRefresher> jwks;  // with a JWKS URL
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<SyncServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
@@ -245,7 +248,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
   options.principal_limits = config.principal_limits;
   options.metrics = metrics;
-  PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config));
+  PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config, &impl->jwks));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);
 

@@ -34,20 +34,29 @@ struct ServerConfig {
   // Change-log rows older than this are deleted; cursors from before them
   // get "re-snapshot". Zero keeps the log forever.
   absl::Duration log_retention = absl::Hours(24 * 30);
-  // Authentication. With a JWT secret or a JWKS file, every call needs
+  // Authentication. With a JWT secret or a JWKS (file or URL), every call needs
   // "authorization: Bearer <JWT>" (Supabase compatible). With neither, the
   // server runs in development mode: x-pulsesync-user-id metadata names the
   // user, and a call without it is trusted.
   PrincipalLimitOptions principal_limits;  // per-user streams and write rate
   std::string jwt_secret;
   std::string jwks_file;
+  // A JWKS fetched from a URL (https, or http to loopback) and re-read every
+  // jwks_refresh, or sooner (at most every jwks_min_refetch_interval) when a
+  // token names an unknown kid; see server/core/jwks_refresher.h. Not
+  // together with jwks_file.
+  std::string jwks_url;
+  std::string jwks_ca_file;  // PEM roots for an https jwks_url; "" = system
+  absl::Duration jwks_refresh = absl::Minutes(10);
+  absl::Duration jwks_min_refetch_interval = absl::Seconds(30);
   std::string jwt_audience = "authenticated";
   std::string jwt_issuer;
   // TLS. With a certificate chain and its key (PEM files) the server speaks
   // only TLS; with a client CA bundle as well, every client must present a
-  // certificate signed by it (mTLS). With neither, plaintext: a warning is
-  // logged unless listen_address is loopback (see IsLoopbackListenAddress).
-  // A client CA without a certificate and key is an error.
+  // certificate signed by it (mTLS). Plaintext only when `plaintext` is set
+  // (and no TLS file is): a warning is logged unless listen_address is
+  // loopback (IsLoopbackAddress). Neither TLS nor `plaintext`, both, or a
+  // client CA without a certificate and key: Start fails.
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
@@ -57,12 +66,8 @@ struct ServerConfig {
   // `serve` on SIGTERM/SIGINT: how long in-flight calls may take to finish
   // before the process exits anyway (with status 1).
   absl::Duration shutdown_grace = absl::Seconds(10);
+  bool plaintext = false;
 };
-
-// True when `listen_address` ("host:port", "[v6]:port", "unix:path") can only
-// be reached from this machine: 127.0.0.0/8, ::1, localhost, or a Unix
-// socket. 0.0.0.0, [::] and any other host are not.
-bool IsLoopbackListenAddress(const std::string& listen_address);
 
 // The migrations directory to use when none is configured: the source tree's
 // for a build, else the installed share directory.
@@ -74,7 +79,8 @@ class SyncServer {
  public:
   // Loads the TLS files (kNotFound naming a file that cannot be read,
   // kInvalidArgument for one that does not parse, a key that does not match
-  // its certificate, or an incomplete TLS configuration), loads the
+  // its certificate, an incomplete TLS configuration, or neither TLS nor
+  // plaintext asked for), loads the
   // migrations, checks the schema is current (refuses to start with
   // kFailedPrecondition if not; starts anyway, logging a warning, when
   // PostgreSQL is unreachable), and starts listening.

@@ -246,6 +246,101 @@ TEST_F(AuthzE2eTest, OneUserCannotOpenUnboundedStreams) {
   }
 }
 
+// Guessed ids: user B knows the ids of team A's task and of team A itself
+// (say, from a leaked link). Deleting, stealing (moving into team B) or
+// renaming them changes nothing, and joining team A is refused.
+TEST_F(AuthzE2eTest, GuessedIdsOfAnotherTeamCannotBeDeletedMovedOrJoined) {
+  auto remove = [&](const std::string& id) {
+    v1::Revision r = Upsert("task", id, "");
+    r.set_op(v1::OPERATION_DELETE);
+    r.clear_payload();
+    return r;
+  };
+  const std::string my_membership = *db_->QueryValue(absl::StrCat(
+      "SELECT id::text FROM team_members WHERE user_id = '", user_b_, "'"));
+  v1::ApplyRevisionsResponse resp = ApplyAs(
+      user_b_,
+      {remove(task_a_),
+       Upsert("task", task_a_, absl::StrCat(R"({"team_id":")", team_b_, R"(","title":"stolen"})")),
+       Upsert("team", team_a_, R"({"name":"renamed by B"})"),
+       Upsert("team_member", NewUuid(),
+              absl::StrCat(R"({"team_id":")", team_a_, R"(","user_id":")", user_b_, R"("})")),
+       Upsert("team_member", my_membership, absl::StrCat(R"({"team_id":")", team_a_, R"("})"))});
+  ASSERT_EQ(resp.results_size(), 5);
+  for (int i = 1; i < 5; ++i) {
+    EXPECT_EQ(resp.results(i).outcome(), v1::RevisionResult::OUTCOME_REJECTED) << i;
+  }
+  // Deleting a row B cannot see answers as deleting one that does not
+  // exist: no oracle for which ids exist in other teams.
+  v1::ApplyRevisionsResponse unknown = ApplyAs(user_b_, {remove(NewUuid())});
+  EXPECT_EQ(resp.results(0).outcome(), unknown.results(0).outcome());
+  EXPECT_EQ(resp.results(0).reason(), unknown.results(0).reason());
+  EXPECT_EQ(*db_->QueryValue(absl::StrCat("SELECT team_id::text || '/' || title || '/' || deleted "
+                                          "FROM tasks WHERE id = '", task_a_, "'")),
+            absl::StrCat(team_a_, "/secret of A/false"));
+  EXPECT_EQ(*db_->QueryValue(absl::StrCat("SELECT name FROM teams WHERE id = '", team_a_, "'")),
+            "A");
+  EXPECT_EQ(*db_->QueryValue(absl::StrCat("SELECT string_agg(team_id::text, ',') FROM team_members "
+                                          "WHERE user_id = '", user_b_, "'")),
+            team_b_);
+  // Nothing of it reached team A's feed.
+  for (const v1::Change& c : PullAllAs(user_a_)) {
+    EXPECT_NE(c.origin_id(), "device-b") << c.DebugString();
+  }
+}
+
+// Filters do not widen the scope: user B streaming from the start with
+// filters aimed at team A gets nothing of team A, before or after it writes.
+TEST_F(AuthzE2eTest, StreamFiltersAimedAtAnotherTeamSeeNothingOfIt) {
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-pulsesync-user-id", user_b_);
+  v1::StreamChangesRequest req;  // from the start of the log
+  for (const std::string& filter :
+       {absl::StrCat("team_id=eq.", team_a_), absl::StrCat("id=eq.", task_a_),
+        std::string("title=eq.secret of A"), std::string("title=eq.marker")}) {
+    v1::Subscription* sub = req.add_subscriptions();
+    sub->set_table("tasks");
+    sub->add_filters(filter);
+  }
+  auto reader = stub_->StreamChanges(&ctx, req);
+  ApplyAs(user_a_, {Upsert("task", NewUuid(),
+                           absl::StrCat(R"({"team_id":")", team_a_, R"(","title":"secret of A"})"))});
+  ApplyAs(user_b_, {Upsert("task", NewUuid(),
+                           absl::StrCat(R"({"team_id":")", team_b_, R"(","title":"marker"})"))});
+  v1::StreamChangesResponse msg;
+  bool marker = false;
+  while (!marker && reader->Read(&msg)) {
+    for (const v1::Change& c : msg.changes()) {
+      EXPECT_EQ(c.team_id(), team_b_) << c.DebugString();
+      EXPECT_EQ(c.new_record().find("secret of A"), std::string::npos) << c.DebugString();
+      if (c.new_record().find("marker") != std::string::npos) marker = true;
+    }
+  }
+  EXPECT_TRUE(marker);
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  (void)reader->Finish();
+}
+
+// The engine's own tables (change log, applied revisions: the audit trail)
+// are not readable by a caller's role, so SQL cannot go around the feed.
+TEST_F(AuthzE2eTest, TheEngineTablesAreClosedToCallers) {
+  for (const char* table : {"pulsesync.change_log", "pulsesync.applied_revisions"}) {
+    pqxx::connection conn(db_->url());
+    pqxx::work tx(conn);
+    tx.exec_params("SELECT set_config('role', 'authenticated', true), "
+                   "set_config('request.jwt.claims', $1, true)",
+                   absl::StrCat(R"({"sub":")", user_b_, R"(","role":"authenticated"})"));
+    try {
+      tx.exec(absl::StrCat("SELECT count(*) FROM ", table));
+      ADD_FAILURE() << table << " is readable as authenticated";
+    } catch (const pqxx::sql_error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("permission denied")) << table;
+    }
+  }
+}
+
 TEST_F(AuthzE2eTest, BadCredentialsAreUnauthenticated) {
   grpc::Status status;
   ApplyAs("not-a-uuid", {Upsert("task", NewUuid(), "{}")}, &status);

@@ -3,10 +3,12 @@
 // them as the token's role and user, and ends a stream when its token
 // expires. (Tokens from an independent signer are covered in jwt_test.)
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -175,9 +177,15 @@ TEST_F(JwtE2eTest, ASubscriberRenewsItsTokenAndMissesNothing) {
       ++other_disconnects;
     }
   };
+  // Writes start once the initial snapshot is in: a task written while it
+  // is being read would arrive in it (reported by on_snapshot, not
+  // on_change). connected() turns true before the snapshot.
+  std::atomic<bool> snapshot_applied{false};
+  options.on_snapshot = [&](const SnapshotNotification&) { snapshot_applied = true; };
   Subscriber subscriber(store.get(), transport.get(), &engine, options);
   subscriber.Start();
-  ASSERT_TRUE(WaitFor([&] { return subscriber.connected(); }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return subscriber.connected() && snapshot_applied.load(); },
+                      absl::Seconds(30)));
 
   // ~6 s of writes to team B through a service_role token.
   const std::string service = Token("", "service_role", absl::Hours(1));
@@ -217,6 +225,34 @@ TEST_F(JwtE2eTest, ASubscriberRenewsItsTokenAndMissesNothing) {
   EXPECT_GE(renewals, 2);
   EXPECT_EQ(other_disconnects, 0);
   EXPECT_GE(provider_calls.load(), 2 * (renewals + 1));
+}
+
+// The CLI asks a command for its tokens (--token-command): each call gets
+// what the command prints, so an expired token is replaced without the user.
+TEST_F(JwtE2eTest, TheCliGetsItsTokensFromACommand) {
+  const std::string dir = testing::MakeTempDir("jwt_cli");
+  {
+    std::ofstream out(dir + "/token");
+    out << Token(user_b_, "authenticated", absl::Hours(1)) << "\n";
+  }
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::PulsesyncCliPath(), "--db=" + dir + "/cli.db",
+                                     "--server=" + server_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<testing::CommandResult> r = testing::RunCommand(argv);
+    EXPECT_OK(r);
+    return r.ok() ? *r : testing::CommandResult();
+  };
+  ASSERT_EQ(cli({"init"}).exit_code, 0);
+  ASSERT_EQ(cli({"create", "task", "team_id=" + team_b_, "title=from the cli"}).exit_code, 0);
+
+  testing::CommandResult failed = cli({"--token-command=exit 7", "sync"});
+  EXPECT_EQ(failed.exit_code, 1);
+  EXPECT_THAT(failed.errors, HasSubstr("token command"));
+  testing::CommandResult synced = cli({"--token-command=cat '" + dir + "/token'", "sync"});
+  EXPECT_EQ(synced.exit_code, 0) << synced.errors;
+  EXPECT_THAT(synced.output, HasSubstr("applied 1"));
+  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM tasks WHERE title = 'from the cli'"), "1");
 }
 
 }  // namespace

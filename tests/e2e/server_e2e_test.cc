@@ -391,7 +391,7 @@ TEST_F(ServerE2eTest, ServeRefusesAStaleSchema) {
   ASSERT_OK_AND_ASSIGN(
       auto result,
       testing::RunCommand({testing::PulsesyncdPath(), "serve", "--database_url=" + bare->url(),
-                           "--listen=127.0.0.1:0"}));
+                           "--listen=127.0.0.1:0", "--plaintext"}));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_THAT(result.errors, HasSubstr("pulsesyncd migrate"));
 

@@ -3,6 +3,8 @@
 // certificate its client CA signed). The certificates are made at test time
 // by the `openssl` command line, an implementation independent of the code
 // under test.
+#include <signal.h>
+
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -10,10 +12,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "absl/synchronization/notification.h"
 #include "client/transport/grpc_transport.h"
+#include "common/json.h"
 #include "common/uuid.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -21,6 +27,7 @@
 #include "pulsesync/v1/sync.pb.h"
 #include "server/service/server.h"
 #include "tests/testing/grpc_probes.h"
+#include "tests/testing/openssl_jwt.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_database.h"
@@ -348,28 +355,182 @@ TEST_F(TlsE2eTest, BadTlsFilesStopStartUpWithAClearError) {
   EXPECT_THAT(bad_client_ca.errors, HasSubstr("no PEM certificate"));
 }
 
-TEST_F(TlsE2eTest, PlaintextOnANonLoopbackAddressLogsAWarning) {
-  // The later --listen wins: all interfaces, so 127.0.0.1 still reaches it.
-  StartServer(/*tls=*/false, /*mtls=*/false, {"--listen=0.0.0.0:0"});
-  EXPECT_THAT(server_->ReadLog(), HasSubstr("unencrypted"));
-  ASSERT_OK(server_->Stop().status());
-
-  ServerProcess loopback(db_->url(), dir_ + "/loopback.log");
-  ASSERT_OK(loopback.Start());
-  EXPECT_THAT(loopback.ReadLog(), ::testing::Not(HasSubstr("unencrypted")));
+// The warning is one structured (JSON) log line at level "warning" naming
+// the address.
+bool HasPlaintextWarning(const std::string& log) {
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    absl::StatusOr<JsonValue> json = ParseJson(line);
+    if (!json.ok() || !json->is_object()) continue;
+    const JsonValue* level = json->Find("level");
+    const JsonValue* msg = json->Find("msg");
+    if (level != nullptr && level->text() == "warning" && msg != nullptr &&
+        absl::StrContains(msg->text(), "plaintext on a non-loopback address") &&
+        json->Find("address") != nullptr) {
+      return true;
+    }
+  }
+  return false;
 }
 
-TEST(LoopbackListenAddressTest, OnlyLoopbackAndUnixSocketsAreLocal) {
-  EXPECT_TRUE(IsLoopbackListenAddress("127.0.0.1:50051"));
-  EXPECT_TRUE(IsLoopbackListenAddress("127.1.2.3:0"));
-  EXPECT_TRUE(IsLoopbackListenAddress("localhost:50051"));
-  EXPECT_TRUE(IsLoopbackListenAddress("[::1]:50051"));
-  EXPECT_TRUE(IsLoopbackListenAddress("unix:/run/pulsesync.sock"));
-  EXPECT_FALSE(IsLoopbackListenAddress("0.0.0.0:50051"));
-  EXPECT_FALSE(IsLoopbackListenAddress("[::]:50051"));
-  EXPECT_FALSE(IsLoopbackListenAddress("10.0.0.5:50051"));
-  EXPECT_FALSE(IsLoopbackListenAddress("sync.example.com:443"));
-  EXPECT_FALSE(IsLoopbackListenAddress(":50051"));
+TEST_F(TlsE2eTest, PlaintextOnANonLoopbackAddressLogsAWarning) {
+  // The later --listen wins: all interfaces, so 127.0.0.1 still reaches it.
+  StartServer(/*tls=*/false, /*mtls=*/false, {"--plaintext", "--listen=0.0.0.0:0"});
+  EXPECT_TRUE(HasPlaintextWarning(server_->ReadLog())) << server_->ReadLog();
+  // And it serves.
+  std::string team;
+  ASSERT_OK(ApplyTeam(Client(/*ca=*/"").get(), &team));
+  ASSERT_OK(server_->Stop().status());
+
+  ServerProcess loopback(db_->url(), dir_ + "/loopback.log", {"--plaintext"});
+  ASSERT_OK(loopback.Start());
+  EXPECT_FALSE(HasPlaintextWarning(loopback.ReadLog())) << loopback.ReadLog();
+}
+
+// Plaintext only when asked for: without TLS files and without --plaintext
+// (or PULSESYNC_PLAINTEXT) pulsesyncd does not start, and says what to pass.
+TEST_F(TlsE2eTest, WithoutTlsOrPlaintextTheServerRefusesToStart) {
+  auto serve = [&](std::vector<std::string> flags, std::vector<std::string> env = {}) {
+    std::vector<std::string> argv = {testing::PulsesyncdPath(), "serve",
+                                     "--database_url=" + db_->url(), "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    absl::StatusOr<CommandResult> r = testing::RunCommand(argv, env, absl::Seconds(30));
+    EXPECT_OK(r);
+    return r.ok() ? *r : CommandResult();
+  };
+  CommandResult neither = serve({});
+  EXPECT_EQ(neither.exit_code, 1);
+  EXPECT_THAT(neither.errors, HasSubstr("no TLS configured"));
+  EXPECT_THAT(neither.errors, HasSubstr("--tls_cert_file"));
+  EXPECT_THAT(neither.errors, HasSubstr("--plaintext"));
+  // An environment value that is not a boolean turns nothing on.
+  EXPECT_EQ(serve({}, {"PULSESYNC_PLAINTEXT=maybe"}).exit_code, 1);
+  EXPECT_EQ(serve({"--plaintext=false"}, {"PULSESYNC_PLAINTEXT=1"}).exit_code, 1);
+
+  CommandResult both = serve({"--plaintext", "--tls_cert_file=" + pki_->server_cert(),
+                              "--tls_key_file=" + pki_->server_key()});
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_THAT(both.errors, HasSubstr("contradicts"));
+
+  // PULSESYNC_PLAINTEXT=1 is --plaintext.
+  const std::string port_file = dir_ + "/env.port";
+  testing::Subprocess::Options o;
+  o.argv = {testing::PulsesyncdPath(), "serve", "--database_url=" + db_->url(),
+            "--listen=127.0.0.1:0", "--port_file=" + port_file};
+  o.extra_env = {"PULSESYNC_PLAINTEXT=true"};
+  o.output_path = dir_ + "/env.log";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<testing::Subprocess> server, testing::Subprocess::Start(o));
+  int port = 0;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        std::ifstream in(port_file);
+        return static_cast<bool>(in >> port) && port > 0;
+      },
+      absl::Seconds(30)));
+  GrpcTransportOptions options;
+  options.deadline = absl::Seconds(10);
+  std::string team;
+  ASSERT_OK(ApplyTeam(GrpcTransport::Create(absl::StrCat("127.0.0.1:", port), options).get(),
+                      &team));
+  ASSERT_OK(server->Signal(SIGTERM));
+  ASSERT_OK_AND_ASSIGN(int code, server->Wait(absl::Seconds(30)));
+  EXPECT_EQ(code, 0);
+}
+
+// A client without a TLS CA refuses to send anything to a server that is
+// not on loopback unless plaintext was asked for; the CLI says what to pass.
+TEST_F(TlsE2eTest, AClientRefusesPlaintextToANonLoopbackServerUnlessAsked) {
+  // 192.0.2.1 (TEST-NET-1) is never routed: any attempt would time out.
+  GrpcTransportOptions options;
+  options.deadline = absl::Seconds(10);
+  std::string team;
+  absl::Status refused = ApplyTeam(GrpcTransport::Create("192.0.2.1:50051", options).get(), &team);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("plaintext"));
+
+  ASSERT_OK_AND_ASSIGN(
+      CommandResult cli,
+      testing::RunCommand({testing::PulsesyncCliPath(), "--server=sync.example.com:443",
+                           "watch"}));
+  EXPECT_EQ(cli.exit_code, 1);
+  EXPECT_THAT(cli.errors, HasSubstr("--plaintext"));
+  EXPECT_THAT(cli.errors, HasSubstr("--tls-ca"));
+
+  // A gRPC target listing a loopback and a non-loopback address is not
+  // loopback; asked for, plaintext to it is allowed (and reaches the server
+  // through the first address).
+  StartServer(/*tls=*/false);
+  const std::string mixed_target = absl::StrCat("ipv4:127.0.0.1:", server_->port(),
+                                                ",192.0.2.1:", server_->port());
+  absl::Status mixed = ApplyTeam(GrpcTransport::Create(mixed_target, options).get(), &team);
+  EXPECT_EQ(mixed.code(), absl::StatusCode::kFailedPrecondition) << mixed;
+  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM teams"), "0");
+  options.plaintext = true;
+  ASSERT_OK(ApplyTeam(GrpcTransport::Create(mixed_target, options).get(), &team));
+  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM teams"), "1");
+
+  // Plaintext and TLS at once is a contradiction.
+  options.tls_ca_file = pki_->ca();
+  absl::Status both = ApplyTeam(GrpcTransport::Create(server_->address(), options).get(), &team);
+  EXPECT_EQ(both.code(), absl::StatusCode::kInvalidArgument) << both;
+}
+
+// --jwks_url over https: the key set is taken only from a server whose
+// certificate chains to --jwks_ca_file (here `openssl s_server -WWW` with
+// the test PKI's server certificate).
+TEST_F(TlsE2eTest, AnHttpsJwksUrlIsTrustedOnlyThroughItsCa) {
+  ASSERT_OK_AND_ASSIGN(testing::OpensslJwtKeys keys, testing::OpensslJwtKeys::Generate());
+  const std::string www = dir_ + "/www";
+  ASSERT_OK(Openssl({"version"}));  // the command exists
+  {
+    ASSERT_OK_AND_ASSIGN(CommandResult mk, testing::RunCommand({"mkdir", "-p", www}));
+    ASSERT_EQ(mk.exit_code, 0);
+    std::ofstream out(www + "/jwks.json");
+    out << R"({"keys":[)" << keys.EcJwk("k1") << "]}";
+  }
+  testing::Subprocess::Options o;
+  o.argv = {"/bin/sh", "-c",
+            "cd \"$0\" && exec openssl s_server -accept 127.0.0.1:0 -cert \"$1\" -key \"$2\" -WWW",
+            www, pki_->server_cert(), pki_->server_key()};
+  o.output_path = dir_ + "/s_server.log";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<testing::Subprocess> https, testing::Subprocess::Start(o));
+  std::string port;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        std::ifstream in(o.output_path);
+        std::string line;
+        while (std::getline(in, line)) {
+          if (absl::StartsWith(line, "ACCEPT ")) port = line.substr(line.rfind(':') + 1);
+        }
+        return !port.empty();
+      },
+      absl::Seconds(10)));
+  const std::string url = absl::StrCat("https://127.0.0.1:", port, "/jwks.json");
+
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  ASSERT_OK_AND_ASSIGN(
+      std::string token,
+      keys.Mint("ES256",
+                absl::StrCat(R"({"aud":"authenticated","role":"service_role","exp":)", now + 600,
+                             "}"),
+                "k1"));
+  auto pull = [&]() {
+    GrpcTransportOptions options;
+    options.deadline = absl::Seconds(10);
+    options.bearer_token = token;
+    v1::PullChangesRequest req;
+    return GrpcTransport::Create(server_->address(), options)->PullChanges(req).status();
+  };
+
+  StartServer(/*tls=*/false, /*mtls=*/false,
+              {"--jwks_url=" + url, "--jwks_ca_file=" + pki_->other_ca()});
+  absl::Status untrusted = pull();
+  EXPECT_EQ(untrusted.code(), absl::StatusCode::kUnauthenticated) << untrusted;
+  EXPECT_THAT(server_->ReadLog(), HasSubstr("JWKS fetch failed"));
+  EXPECT_THAT(server_->ReadLog(), HasSubstr("SSL certificate problem"));
+  ASSERT_OK(server_->Stop().status());
+
+  StartServer(/*tls=*/false, /*mtls=*/false, {"--jwks_url=" + url, "--jwks_ca_file=" + pki_->ca()});
+  EXPECT_OK(pull());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -171,6 +172,13 @@ absl::Status ServerProcess::Start() {
   Subprocess::Options o;
   o.argv = {PulsesyncdPath(), "serve", "--database_url=" + database_url_,
             absl::StrCat("--listen=127.0.0.1:", port_), "--port_file=" + port_file};
+  bool transport_chosen = false;
+  for (const std::string& f : extra_flags_) {
+    if (absl::StartsWith(f, "--tls_cert_file") || absl::StartsWith(f, "--plaintext")) {
+      transport_chosen = true;
+    }
+  }
+  if (!transport_chosen) o.argv.push_back("--plaintext");
   o.argv.insert(o.argv.end(), extra_flags_.begin(), extra_flags_.end());
   o.output_path = log_path_;
   auto p = Subprocess::Start(o);

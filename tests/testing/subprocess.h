@@ -55,7 +55,9 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                          absl::Duration timeout = absl::Seconds(60));
 
 // A pulsesyncd process on 127.0.0.1. Start() binds a free port; Restart()
-// binds the same port again, so clients keep their address.
+// binds the same port again, so clients keep their address. It serves
+// plaintext (--plaintext) unless `extra_flags` has --tls_cert_file or a
+// --plaintext flag of its own.
 class ServerProcess {
  public:
   ServerProcess(std::string database_url, std::string log_path,

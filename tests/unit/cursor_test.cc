@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pulsesync/internal/cursor.pb.h"
 #include "tests/testing/status_matchers.h"
@@ -95,6 +96,21 @@ TEST(CursorTest, RejectsGarbage) {
     EXPECT_THAT(DecodeCursor(text),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("malformed cursor")));
   }
+}
+
+// A cursor comes back from clients: one with a huge in-progress list, valid
+// in form, is refused before it is decoded or compared.
+TEST(CursorTest, RejectsACursorLongerThanTheLimit) {
+  Cursor c;
+  c.system_id = 7;
+  c.delivered = "100:200:";
+  for (int x = 101; c.delivered.size() < kMaxCursorBytes; ++x) absl::StrAppend(&c.delivered, x, ",");
+  c.delivered += "199";
+  ASSERT_TRUE(IsSnapshotText(c.delivered));
+  EXPECT_THAT(DecodeCursor(EncodeCursor(c)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("longer than")));
+  c.delivered = "100:200:150";
+  EXPECT_OK(DecodeCursor(EncodeCursor(c)).status());
 }
 
 TEST(CursorTest, RejectsPrefixWithoutState) {

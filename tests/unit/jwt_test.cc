@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/openssl_jwt.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 
@@ -42,79 +43,27 @@ class FakeClock final : public WallClock {
   std::atomic<int64_t> now_ms{kNow * 1000};
 };
 
-// Generates an RSA-2048 and a P-256 key pair with openssl and prints the JWK
-// members (n, e, x, y) as base64url, one "name=value" a line.
-constexpr char kKeygenScript[] = R"sh(
-set -e
-cd "$DIR"
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '=\n'; }
-hex2bin() { perl -e 'print pack("H*", $ARGV[0])' "$1"; }
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem 2>/dev/null
-openssl pkey -in rsa.pem -pubout -out rsa.pub.pem
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem
-openssl pkey -in ec.pem -pubout -outform DER -out ec.pub.der
-n=$(openssl rsa -in rsa.pem -noout -modulus | cut -d= -f2)
-e=$(openssl rsa -in rsa.pem -noout -text | sed -n 's/^publicExponent: [0-9]* (0x\([0-9a-fA-F]*\))$/\1/p')
-if [ $(( ${#e} % 2 )) -eq 1 ]; then e="0$e"; fi
-echo "n=$(hex2bin "$n" | b64url)"
-echo "e=$(hex2bin "$e" | b64url)"
-# A P-256 SubjectPublicKeyInfo ends with the point 04 || x || y.
-echo "x=$(tail -c 64 ec.pub.der | head -c 32 | b64url)"
-echo "y=$(tail -c 32 ec.pub.der | b64url)"
-)sh";
-
-// Mints one token: JWT_HEADER and JWT_CLAIMS verbatim, signed per JWT_ALG.
-// openssl's DER ECDSA signature becomes JWS's raw r||s (32 bytes each) by way
-// of `openssl asn1parse`, which prints each INTEGER in hex.
-constexpr char kMintScript[] = R"sh(
-set -e
-cd "$DIR"
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '=\n'; }
-input="$(printf '%s' "$JWT_HEADER" | b64url).$(printf '%s' "$JWT_CLAIMS" | b64url)"
-printf '%s' "$input" > input
-case "$JWT_ALG" in
-  HS256) openssl dgst -sha256 -hmac "$JWT_SECRET" -binary -out sig input ;;
-  RS256) openssl dgst -sha256 -sign rsa.pem -out sig input ;;
-  ES256)
-    openssl dgst -sha256 -sign ec.pem -out sig.der input
-    hex=$(openssl asn1parse -inform DER -in sig.der |
-          awk -F: '/INTEGER/ { v = $NF; while (length(v) < 64) v = "0" v; printf "%s", v }')
-    perl -e 'print pack("H*", $ARGV[0])' "$hex" > sig ;;
-  *) exit 2 ;;
-esac
-printf '%s.%s' "$input" "$(b64url < sig)"
-)sh";
-
 std::string B64(absl::string_view s) { return absl::WebSafeBase64Escape(s); }
 
 class JwtVerifierTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::string templ = ::testing::TempDir() + "/jwt_test.XXXXXX";
-    if (mkdtemp(templ.data()) == nullptr) {
-      *setup_error_ = "mkdtemp failed";
+    absl::StatusOr<testing::OpensslJwtKeys> keys = testing::OpensslJwtKeys::Generate();
+    if (!keys.ok()) {
+      *setup_error_ = keys.status().ToString();
       return;
     }
-    *dir_ = templ;
-    auto result = testing::RunCommand({"sh", "-c", kKeygenScript}, {"DIR=" + *dir_});
-    if (!result.ok() || result->exit_code != 0) {
-      *setup_error_ = absl::StrCat("openssl key generation failed: ",
-                                   result.ok() ? result->errors : result.status().ToString());
-      return;
-    }
-    for (absl::string_view line : absl::StrSplit(result->output, '\n', absl::SkipEmpty())) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
-      if (kv.first == "n") *rsa_n_ = kv.second;
-      if (kv.first == "e") *rsa_e_ = kv.second;
-      if (kv.first == "x") *ec_x_ = kv.second;
-      if (kv.first == "y") *ec_y_ = kv.second;
-    }
-    if (rsa_n_->empty() || rsa_e_->empty() || ec_x_->empty() || ec_y_->empty()) {
-      *setup_error_ = "could not read the JWK members: " + result->output;
-    }
+    *dir_ = keys->dir;
+    *rsa_n_ = keys->rsa_n;
+    *rsa_e_ = keys->rsa_e;
+    *ec_x_ = keys->ec_x;
+    *ec_y_ = keys->ec_y;
+    keys_ = new testing::OpensslJwtKeys(*std::move(keys));
   }
   static void TearDownTestSuite() {
     if (!dir_->empty()) (void)testing::RunCommand({"rm", "-rf", *dir_});
+    delete keys_;
+    keys_ = nullptr;
   }
 
   void SetUp() override {
@@ -124,14 +73,8 @@ class JwtVerifierTest : public ::testing::Test {
     options_.clock = &clock_;
   }
 
-  static std::string RsaJwk(absl::string_view kid) {
-    return absl::StrCat(R"({"kty":"RSA","kid":")", kid, R"(","use":"sig","alg":"RS256","n":")",
-                        *rsa_n_, R"(","e":")", *rsa_e_, R"("})");
-  }
-  static std::string EcJwk(absl::string_view kid) {
-    return absl::StrCat(R"({"kty":"EC","kid":")", kid, R"(","crv":"P-256","x":")", *ec_x_,
-                        R"(","y":")", *ec_y_, R"("})");
-  }
+  static std::string RsaJwk(absl::string_view kid) { return keys_->RsaJwk(kid); }
+  static std::string EcJwk(absl::string_view kid) { return keys_->EcJwk(kid); }
   static std::string Jwks() {
     return absl::StrCat(R"({"keys":[)", RsaJwk("rsa-1"), ",", EcJwk("ec-1"), "]}");
   }
@@ -147,17 +90,10 @@ class JwtVerifierTest : public ::testing::Test {
   static std::string Mint(absl::string_view alg, absl::string_view claims_json,
                           absl::string_view kid = "", absl::string_view secret = kSecret,
                           std::string header_json = "") {
-    if (header_json.empty()) {
-      header_json = absl::StrCat(R"({"alg":")", alg, R"(","typ":"JWT")",
-                                 kid.empty() ? "" : absl::StrCat(R"(,"kid":")", kid, "\""), "}");
-    }
-    auto result = testing::RunCommand(
-        {"sh", "-c", kMintScript},
-        {"DIR=" + *dir_, absl::StrCat("JWT_ALG=", alg), "JWT_HEADER=" + header_json,
-         absl::StrCat("JWT_CLAIMS=", claims_json), absl::StrCat("JWT_SECRET=", secret)});
-    EXPECT_TRUE(result.ok() && result->exit_code == 0)
-        << (result.ok() ? result->errors : result.status().ToString());
-    return result.ok() ? result->output : "";
+    absl::StatusOr<std::string> token =
+        keys_->Mint(alg, claims_json, kid, secret, std::move(header_json));
+    EXPECT_OK(token);
+    return token.ok() ? *token : "";
   }
 
   static std::string Claims(absl::string_view extra = "") {
@@ -170,6 +106,7 @@ class JwtVerifierTest : public ::testing::Test {
     return result.ok() ? result->output : "";
   }
 
+  static testing::OpensslJwtKeys* keys_;
   static std::string* const dir_;
   static std::string* const setup_error_;
   static std::string* const rsa_n_;
@@ -181,6 +118,7 @@ class JwtVerifierTest : public ::testing::Test {
   JwtVerifierOptions options_;
 };
 
+testing::OpensslJwtKeys* JwtVerifierTest::keys_ = nullptr;
 std::string* const JwtVerifierTest::dir_ = new std::string;
 std::string* const JwtVerifierTest::setup_error_ = new std::string;
 std::string* const JwtVerifierTest::rsa_n_ = new std::string;
@@ -362,6 +300,19 @@ TEST_F(JwtVerifierTest, RejectsUnknownOrMissingKid) {
               StatusIs(kUnauth, "unknown key id \"k2\""));
   EXPECT_THAT(verifier->Verify(Mint("RS256", Claims())),
               StatusIs(kUnauth, HasSubstr("token has no kid")));
+}
+
+// A JWKS refresher learns of a key it does not have yet (a rotation) from the
+// hook; tokens with known keys, or HS256 ones, do not call it.
+TEST_F(JwtVerifierTest, CallsTheUnknownKidHookOnlyForAnUnknownKid) {
+  std::vector<std::string> seen;
+  options_.on_unknown_kid = [&](absl::string_view kid) { seen.emplace_back(kid); };
+  auto verifier = MakeVerifier();
+  EXPECT_OK(verifier->Verify(Mint("RS256", Claims(), "rsa-1")));
+  EXPECT_OK(verifier->Verify(Mint("HS256", Claims(), "not-in-the-jwks")));
+  EXPECT_THAT(verifier->Verify(Mint("ES256", Claims(), "k2")),
+              StatusIs(kUnauth, "unknown key id \"k2\""));
+  EXPECT_THAT(seen, ::testing::ElementsAre("k2"));
 }
 
 // ---- signatures -------------------------------------------------------------------
