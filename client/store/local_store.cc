@@ -102,7 +102,8 @@ CREATE TABLE sync_state (
   cursor TEXT NOT NULL DEFAULT '',
   hlc_ms INTEGER NOT NULL DEFAULT 0,
   hlc_counter INTEGER NOT NULL DEFAULT 0,
-  server_address TEXT
+  server_address TEXT,
+  schema_version INTEGER
 );
 )sql";
 
@@ -253,7 +254,9 @@ JsonValue RowToJson(const ObjectTypeDef& def, const Statement& stmt) {
   if (stmt.column_kind(extra) != Statement::ColumnKind::kNull) {
     absl::StatusOr<JsonValue> fields = ParseJson(stmt.ColumnText(extra));
     if (fields.ok() && fields->is_object()) {
-      for (const JsonValue::Member& m : fields->members()) members.push_back(m);
+      for (const JsonValue::Member& m : fields->members()) {
+        if (def.FindColumn(m.first) == nullptr) members.push_back(m);
+      }
     }
   }
   return JsonValue::Object(std::move(members));
@@ -270,9 +273,25 @@ absl::Status NotFound(const ObjectTypeDef& def, absl::string_view id) {
   return absl::NotFoundError(absl::StrCat(def.object_type, " ", id, " not found"));
 }
 
+// Moves fields kept in _extra into the columns `schema_version` has for them.
+absl::Status MoveKeptFields(SqliteDb& db, int schema_version) {
+  for (const ObjectTypeDef& def : AllObjectTypes(schema_version)) {
+    for (const ColumnDef& c : def.columns) {
+      if (c.name == "id" || c.name == "version") continue;
+      const std::string path = absl::StrCat("'$.", c.name, "'");
+      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat(
+          "UPDATE ", def.table, " SET ", c.name, " = json_extract(", kExtraColumn, ", ", path,
+          "), ", kExtraColumn, " = nullif(json_remove(", kExtraColumn, ", ", path,
+          "), '{}') WHERE ", kExtraColumn, " IS NOT NULL AND json_type(", kExtraColumn, ", ",
+          path, ") IS NOT NULL;")));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Creates the tables and adds the columns of `schema_version` that the
 // database lacks (a store first opened as an older schema, or before a type
-// existed); a new column takes its values from the rows' _extra fields,
+// existed); MoveKeptFields then fills them from the rows' _extra fields,
 // where an older schema kept them.
 absl::Status EnsureCatalog(SqliteDb& db, int schema_version) {
   for (const ObjectTypeDef& def : AllObjectTypes(schema_version)) {
@@ -293,12 +312,8 @@ absl::Status EnsureCatalog(SqliteDb& db, int schema_version) {
     }
     for (const ColumnDef& c : def.columns) {
       if (have.count(c.name) > 0) continue;
-      const std::string path = absl::StrCat("'$.", c.name, "'");
-      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat(
-          "ALTER TABLE ", def.table, " ADD COLUMN ", ColumnDdl(c), ";\n", "UPDATE ", def.table,
-          " SET ", c.name, " = json_extract(", kExtraColumn, ", ", path, "), ", kExtraColumn,
-          " = nullif(json_remove(", kExtraColumn, ", ", path, "), '{}') WHERE json_type(",
-          kExtraColumn, ", ", path, ") IS NOT NULL;")));
+      PS_RETURN_IF_ERROR(
+          db.Exec(absl::StrCat("ALTER TABLE ", def.table, " ADD COLUMN ", ColumnDdl(c), ";")));
     }
   }
   return absl::OkStatus();
@@ -362,7 +377,9 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
       PS_RETURN_IF_ERROR(ins.Run());
       created = true;
     } else if (version == 1) {
-      std::string ddl = "ALTER TABLE revisions ADD COLUMN resolution TEXT;\n";
+      std::string ddl =
+          "ALTER TABLE revisions ADD COLUMN resolution TEXT;\n"
+          "ALTER TABLE sync_state ADD COLUMN schema_version INTEGER;\n";
       for (const ObjectTypeDef& def : AllObjectTypes(1)) {
         if (def.object_type == "conflict") continue;  // new in layout 2
         absl::StrAppend(&ddl, "ALTER TABLE ", def.table, " ADD COLUMN ", kExtraColumn, " TEXT;\n");
@@ -371,6 +388,23 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
     }
     PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kLocalLayoutVersion)));
     PS_RETURN_IF_ERROR(EnsureCatalog(db, options.schema_version));
+    // Rows kept by another schema version may hold, beside the row, fields
+    // this version has columns for: move them in, once per change of version.
+    {
+      PS_ASSIGN_OR_RETURN(Statement last,
+                          db.Prepare("SELECT schema_version FROM sync_state WHERE id = 1"));
+      PS_ASSIGN_OR_RETURN(bool row, last.Step());
+      const bool changed = !row || last.column_kind(0) == Statement::ColumnKind::kNull ||
+                           last.ColumnInt64(0) != options.schema_version;
+      last.Reset();
+      if (changed) {
+        PS_RETURN_IF_ERROR(MoveKeptFields(db, options.schema_version));
+        PS_ASSIGN_OR_RETURN(Statement set,
+                            db.Prepare("UPDATE sync_state SET schema_version = ? WHERE id = 1"));
+        PS_RETURN_IF_ERROR(set.BindInt64(1, options.schema_version));
+        PS_RETURN_IF_ERROR(set.Run());
+      }
+    }
     PS_RETURN_IF_ERROR(txn.Commit());
   }
 

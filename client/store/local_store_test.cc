@@ -914,3 +914,206 @@ TEST_F(LocalStoreTest, ReencryptionLeavesPayloadsThatDoNotDecryptAlone) {
 
 }  // namespace
 }  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+// --- Conflicts and schema versions (docs/CONFLICTS.md) ---
+
+class LocalStoreConflictTest : public LocalStoreTest {
+ protected:
+  // A task at server version `version`, as the feed delivers it.
+  RemoteChange TaskChange(const std::string& id, int64_t version, const std::string& fields) {
+    RemoteChange c;
+    c.object_type = "task";
+    c.table = "tasks";
+    c.event = ChangeEvent::kUpdate;
+    c.object_id = id;
+    c.version = version;
+    c.new_record = "{\"id\":\"" + id + "\",\"team_id\":\"" + team_ + "\",\"version\":" +
+                   std::to_string(version) + ",\"deleted\":false," + fields + "}";
+    return c;
+  }
+  RemoteChange ConflictChange(const std::string& id, const std::string& task,
+                              const std::string& kind, const std::string& extra) {
+    RemoteChange c;
+    c.object_type = "conflict";
+    c.table = "conflicts";
+    c.event = ChangeEvent::kInsert;
+    c.object_id = id;
+    c.version = 50;
+    c.new_record = "{\"id\":\"" + id + "\",\"team_id\":\"" + team_ +
+                   "\",\"object_type\":\"task\",\"object_id\":\"" + task + "\",\"kind\":\"" +
+                   kind + "\",\"version\":50,\"deleted\":false,\"resolved\":false," +
+                   "\"created_at\":\"2026-01-01T00:00:00+00:00\"," + extra + "}";
+    return c;
+  }
+  std::string team_ = NewUuid();
+};
+
+TEST_F(LocalStoreConflictTest, ConflictRecordsArriveAndAreListed) {
+  const std::string task = NewUuid(), conflict = NewUuid();
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {TaskChange(task, 10, "\"title\":\"From B\""),
+                       ConflictChange(conflict, task, "field",
+                                      "\"field\":\"title\",\"local_value\":\"From A\","
+                                      "\"winning_value\":\"From B\",\"loser_origin_id\":\"" +
+                                          store_->origin_id() +
+                                          "\",\"winner_origin_id\":\"device-b\"")},
+                      "c1")
+                  .ok());
+  absl::StatusOr<std::vector<Conflict>> open = store_->ListConflicts();
+  ASSERT_TRUE(open.ok()) << open.status();
+  ASSERT_EQ(open->size(), 1u);
+  const Conflict& c = (*open)[0];
+  EXPECT_EQ(c.id, conflict);
+  EXPECT_EQ(c.object_id, task);
+  EXPECT_EQ(c.field, "title");
+  EXPECT_EQ(c.local_value.Serialize(), "\"From A\"");
+  EXPECT_EQ(c.winning_value.Serialize(), "\"From B\"");
+  EXPECT_TRUE(c.mine);
+  EXPECT_FALSE(c.resolved);
+}
+
+TEST_F(LocalStoreConflictTest, KeepMineWritesTheLosingValueAgainAndClosesTheRecord) {
+  const std::string task = NewUuid(), conflict = NewUuid();
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {TaskChange(task, 10, "\"title\":\"From B\",\"priority\":1"),
+                       ConflictChange(conflict, task, "field",
+                                      "\"field\":\"priority\",\"local_value\":4,"
+                                      "\"winning_value\":1")},
+                      "c1")
+                  .ok());
+  ASSERT_TRUE(store_->ResolveConflict(conflict, ConflictChoice::kKeepMine).ok());
+  EXPECT_EQ(*MustGet("task", task).Find("priority")->AsInt64(), 4);
+  // Two revisions, in one transaction: the field, then the record's close.
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].object_id, task);
+  EXPECT_EQ((*pending)[0].payload, "{\"priority\":4}");
+  EXPECT_EQ((*pending)[0].base_version, 10);
+  EXPECT_EQ((*pending)[1].object_type, "conflict");
+  EXPECT_EQ((*pending)[1].payload, "{\"resolved\":true,\"resolution\":\"mine\"}");
+  EXPECT_TRUE(store_->ListConflicts()->empty());
+  EXPECT_EQ(store_->ListConflicts(/*include_resolved=*/true)->size(), 1u);
+  // Closed once: a second resolution finds no open record.
+  EXPECT_TRUE(absl::IsNotFound(store_->ResolveConflict(conflict, ConflictChoice::kKeepTheirs)));
+}
+
+TEST_F(LocalStoreConflictTest, KeepMineOfAnEditLostToADeleteBringsTheObjectBack) {
+  const std::string task = NewUuid(), conflict = NewUuid();
+  RemoteChange deleted = TaskChange(task, 12, "\"title\":\"Gone\"");
+  deleted.new_record = "{\"id\":\"" + task + "\",\"team_id\":\"" + team_ +
+                       "\",\"title\":\"Gone\",\"version\":12,\"deleted\":true}";
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {deleted, ConflictChange(conflict, task, "deleted",
+                                               "\"local_value\":{\"title\":\"Mine\"}")},
+                      "c1")
+                  .ok());
+  EXPECT_FALSE(store_->Get("task", task)->has_value());
+  ASSERT_TRUE(store_->ResolveConflict(conflict, ConflictChoice::kKeepMine).ok());
+  absl::StatusOr<std::optional<JsonValue>> row = store_->Get("task", task);
+  ASSERT_TRUE(row.ok() && row->has_value());
+  EXPECT_EQ((**row).Find("title")->text(), "Mine");
+}
+
+TEST_F(LocalStoreConflictTest, KeepTheirsOnlyClosesTheRecord) {
+  const std::string task = NewUuid(), conflict = NewUuid();
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {TaskChange(task, 10, "\"title\":\"From B\""),
+                       ConflictChange(conflict, task, "field",
+                                      "\"field\":\"title\",\"local_value\":\"From A\"")},
+                      "c1")
+                  .ok());
+  ASSERT_TRUE(store_->ResolveConflict(conflict, ConflictChoice::kKeepTheirs).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "From B");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].payload, "{\"resolved\":true,\"resolution\":\"theirs\"}");
+}
+
+TEST_F(LocalStoreConflictTest, ASupersededPushRestoresTheServersRowAtTheSameVersion) {
+  const std::string task = NewUuid();
+  ASSERT_TRUE(
+      store_->ApplyRemoteChanges({TaskChange(task, 10, "\"title\":\"Server\"")}, "c1").ok());
+  ASSERT_TRUE(store_->Update("task", task, Json("{\"title\":\"Mine, but older\"}")).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Mine, but older");
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_EQ(pending->size(), 1u);
+  PushOutcome o;
+  o.revision_id = (*pending)[0].id;
+  o.server_version = 10;
+  o.superseded = true;
+  o.resolution = "superseded";
+  o.record = TaskChange(task, 10, "\"title\":\"Server\"").new_record;
+  ASSERT_TRUE(store_->RecordPushResults({o}).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Server");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions WHERE resolution = 'superseded'"), 1);
+}
+
+TEST_F(LocalStoreConflictTest, FieldsOfANewerSchemaAreKeptAndMoveIntoTheirColumnOnUpgrade) {
+  store_.reset();
+  {
+    LocalStoreOptions v1;
+    v1.clock = &clock_;
+    v1.schema_version = 1;
+    absl::StatusOr<std::unique_ptr<LocalStore>> old_app = LocalStore::Open(path_, v1);
+    ASSERT_TRUE(old_app.ok()) << old_app.status();
+    const std::string task = NewUuid();
+    ASSERT_TRUE((*old_app)
+                    ->ApplyRemoteChanges({TaskChange(task, 10,
+                                                     "\"title\":\"T\",\"is_archived\":true,"
+                                                     "\"field_clocks\":{}")},
+                                         "c1")
+                    .ok());
+    absl::StatusOr<std::optional<JsonValue>> row = (*old_app)->Get("task", task);
+    ASSERT_TRUE(row.ok() && row->has_value());
+    EXPECT_EQ((**row).Find("is_archived")->Serialize(), "true") << "kept, not dropped";
+    EXPECT_EQ((**row).Find("field_clocks"), nullptr) << "the server's bookkeeping is not kept";
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        (*old_app)->Update("task", task, Json("{\"is_archived\":false}"))));
+    // The revision says which schema the app was built for.
+    ASSERT_TRUE((*old_app)->Update("task", task, Json("{\"status\":\"archived\"}")).ok());
+    EXPECT_EQ((*(*old_app)->PendingRevisions(1))[0].schema_version, 1);
+  }
+  Reopen();  // the app's version 2 build
+  absl::StatusOr<std::vector<JsonValue>> tasks = store_->List("task");
+  ASSERT_TRUE(tasks.ok());
+  ASSERT_EQ(tasks->size(), 1u);
+  EXPECT_EQ((*tasks)[0].Find("is_archived")->Serialize(), "true");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM tasks WHERE is_archived = 1 AND _extra IS NULL"), 1);
+}
+
+TEST_F(LocalStoreConflictTest, ALayoutOneDatabaseIsUpgradedInPlace) {
+  // Turn this database into what the previous release wrote (user_version
+  // 1: no _extra columns, no revisions.resolution, no conflicts table, no
+  // tasks.is_archived), with a row and a pending revision in it.
+  const std::string team = CreateTeam("Old");
+  store_.reset();
+  {
+    sqlite::SqliteDb raw = Raw();
+    std::string ddl = "DROP TABLE conflicts; ALTER TABLE revisions DROP COLUMN resolution; "
+                      "ALTER TABLE tasks DROP COLUMN is_archived; PRAGMA user_version = 1;"
+                      "ALTER TABLE sync_state DROP COLUMN schema_version;";
+    for (const char* t : {"teams", "users", "team_members", "projects", "tasks"}) {
+      ddl += std::string("ALTER TABLE ") + t + " DROP COLUMN _extra;";
+    }
+    ASSERT_TRUE(raw.Exec(ddl).ok());
+  }
+  Reopen();
+  EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Old");
+  EXPECT_EQ(*store_->PendingCount(), 1);
+  EXPECT_TRUE(store_->ListConflicts().ok());
+  EXPECT_EQ(CountRows("PRAGMA user_version"), 2);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM pragma_table_info('tasks') WHERE name IN "
+                      "('is_archived', '_extra')"),
+            2);
+}
+
+}  // namespace
+}  // namespace pulsesync
