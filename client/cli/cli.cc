@@ -34,6 +34,10 @@ commands:
                                 until SIGINT/SIGTERM; print what happens
   status                        print origin id, pending count, cursor, server
                                 (and payload_key when payloads are encrypted)
+  conflicts [--all]             print open conflict records (--all: resolved
+                                too), one JSON per line (docs/CONFLICTS.md)
+  resolve ID theirs|mine        close a conflict record; mine writes the
+                                losing value again first
   keygen --out=PATH             write a new random payload key to PATH (mode
                                 0600, never overwritten); print its key id
   watch [OPTIONS]               print the server's change feed as JSON lines
@@ -45,7 +49,7 @@ commands:
         --cursor=C              resume after this cursor
         --checkpoints           also print {"checkpoint":C} lines
 
-TYPE: team, user, team_member, project, task (or the plural table name).
+TYPE: team, user, team_member, project, task, conflict (or the plural table name).
 FIELD=VALUE is typed by the column (integer, true/false, text; null = null);
 FIELD:=JSON takes a raw JSON value, e.g. title:='"null"'.
 
@@ -516,6 +520,7 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
     if (args.size() != 2 || (args[1] != "theirs" && args[1] != "mine")) {
       return Usage(err, "resolve takes a conflict id and \"theirs\" or \"mine\"");
     }
+    min_args = 2;
   } else {
     return Usage(err, absl::StrCat("unknown command \"", command, "\""));
   }
@@ -526,7 +531,7 @@ int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::s
   // Validate the type and fields before touching the database.
   const ObjectTypeDef* type = nullptr;
   JsonValue fields;
-  if (min_args > 0) {
+  if (min_args > 0 && command != "resolve") {
     absl::StatusOr<const ObjectTypeDef*> t = ResolveType(args[0]);
     if (!t.ok()) return Fail(err, t.status());
     type = *t;

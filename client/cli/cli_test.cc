@@ -22,6 +22,7 @@
 #include "client/store/sqlite.h"
 #include "common/brotli_codec.h"
 #include "common/uuid.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace pulsesync {
@@ -756,6 +757,51 @@ TEST_F(CliTest, PlaintextReachesTheTransportOnlyWhenAskedFor) {
   Result both = Run({"--plaintext", "--tls-ca=/nonexistent/ca.pem", "sync"});
   EXPECT_EQ(both.code, 2);
   EXPECT_NE(both.err.find("contradict"), std::string::npos) << both.err;
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+namespace pulsesync {
+namespace {
+
+TEST_F(CliTest, ConflictsListsRecordsAndResolveClosesThem) {
+  MustRun({"init"});
+  const std::string task = NewUuid(), conflict = NewUuid(), team = NewUuid();
+  {
+    // A conflict record as the feed delivers it.
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(db_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    RemoteChange t;
+    t.object_type = "task";
+    t.object_id = task;
+    t.version = 9;
+    t.new_record = "{\"id\":\"" + task + "\",\"team_id\":\"" + team +
+                   "\",\"title\":\"From B\",\"version\":9,\"deleted\":false}";
+    RemoteChange c;
+    c.object_type = "conflict";
+    c.object_id = conflict;
+    c.version = 10;
+    c.new_record = "{\"id\":\"" + conflict + "\",\"team_id\":\"" + team +
+                   "\",\"object_type\":\"task\",\"object_id\":\"" + task +
+                   "\",\"kind\":\"field\",\"field\":\"title\",\"local_value\":\"From A\","
+                   "\"winning_value\":\"From B\",\"loser_origin_id\":\"" +
+                   (*store)->origin_id() +
+                   "\",\"version\":10,\"deleted\":false,\"resolved\":false}";
+    ASSERT_TRUE((*store)->ApplyRemoteChanges({t, c}, "").ok());
+  }
+  const std::string listed = Line(MustRun({"conflicts"}));
+  EXPECT_THAT(listed, ::testing::HasSubstr("\"id\":\"" + conflict + "\""));
+  EXPECT_THAT(listed, ::testing::HasSubstr("\"local_value\":\"From A\""));
+  EXPECT_THAT(listed, ::testing::HasSubstr("\"mine\":true"));
+  EXPECT_EQ(Run({"resolve", conflict, "maybe"}).code, 2);
+  EXPECT_EQ(MustRun({"resolve", conflict, "mine"}), "");
+  EXPECT_EQ(MustRun({"conflicts"}), "");
+  EXPECT_THAT(MustRun({"conflicts", "--all"}), ::testing::HasSubstr("\"resolution\":\"mine\""));
+  EXPECT_THAT(MustRun({"get", "task", task}), ::testing::HasSubstr("\"title\":\"From A\""));
+  const Result again = Run({"resolve", conflict, "theirs"});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_THAT(again.err, ::testing::HasSubstr("no open conflict"));
 }
 
 }  // namespace
