@@ -71,7 +71,10 @@ class Parser {
     }
     return error_;
   }
-  bool FailB(absl::string_view expected) { Fail(expected); return false; }
+  bool FailB(absl::string_view expected) {
+    (void)Fail(expected);
+    return false;
+  }
 
   void SkipSpace() {
     while (pos_ < s_.size() &&

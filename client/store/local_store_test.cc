@@ -330,8 +330,8 @@ TEST_F(LocalStoreTest, RecordPushResultsMarksSyncedAndKeepsRejectReasons) {
   absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
   ASSERT_EQ(pending->size(), 3u);
   std::vector<PushOutcome> outcomes = {
-      {(*pending)[0].id, PushOutcome::Kind::kApplied, 11, false, ""},
-      {(*pending)[1].id, PushOutcome::Kind::kRejected, 0, false, "bad team"},
+      {(*pending)[0].id, PushOutcome::Kind::kApplied, 11, false, "", "", ""},
+      {(*pending)[1].id, PushOutcome::Kind::kRejected, 0, false, "bad team", "", ""},
   };
   ASSERT_TRUE(store_->RecordPushResults(outcomes).ok());
   pending = store_->PendingRevisions(10);
@@ -343,8 +343,8 @@ TEST_F(LocalStoreTest, RecordPushResultsMarksSyncedAndKeepsRejectReasons) {
   EXPECT_EQ(CountRows("SELECT server_version FROM revisions WHERE object_id = '" + a + "'"), 11);
 
   // An unknown id records nothing at all.
-  std::vector<PushOutcome> bad = {{(*pending)[0].id, PushOutcome::Kind::kApplied, 12, false, ""},
-                                  {NewUuid(), PushOutcome::Kind::kApplied, 1, false, ""}};
+  std::vector<PushOutcome> bad = {{(*pending)[0].id, PushOutcome::Kind::kApplied, 12, false, "", "", ""},
+                                  {NewUuid(), PushOutcome::Kind::kApplied, 1, false, "", "", ""}};
   EXPECT_EQ(store_->RecordPushResults(bad).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(*store_->PendingCount(), 1);
 }
@@ -416,7 +416,7 @@ TEST_F(LocalStoreTest, RemoteChangesKeepFieldsOfPendingLocalRevisions) {
   ASSERT_EQ(pending->size(), 1u);
   EXPECT_EQ(pending->front().base_version, 3);
   ASSERT_TRUE(
-      store_->RecordPushResults({{pending->front().id, PushOutcome::Kind::kApplied, 5, false, ""}})
+      store_->RecordPushResults({{pending->front().id, PushOutcome::Kind::kApplied, 5, false, "", "", ""}})
           .ok());
   c.version = 5;
   c.new_record = R"({"id":")" + task + R"(","title":"Renamed","status":"doing"})";
@@ -594,7 +594,7 @@ TEST_F(LocalStoreTest, SnapshotKeepsPendingFieldsAndRowsWithPendingRevisions) {
   std::vector<PushOutcome> outcomes;
   const std::vector<PendingRevision> pending = *store_->PendingRevisions(10);
   for (const PendingRevision& r : pending) {
-    outcomes.push_back(PushOutcome{r.id, PushOutcome::Kind::kApplied, 6, false, ""});
+    outcomes.push_back(PushOutcome{r.id, PushOutcome::Kind::kApplied, 6, false, "", "", ""});
   }
   ASSERT_TRUE(store_->RecordPushResults(outcomes).ok());
   s = store_->ApplySnapshot({Teams({TeamRecord(edited, 6, "mine")})}, "snap2");

@@ -226,7 +226,9 @@ void ConvergenceE2eTest::RunSeed(uint64_t seed, int steps) {
       f.Set("title", JsonValue::String(absl::StrCat("t", pick(1000))));
       f.Set("priority", JsonValue::Number(pick(5)));
       absl::StatusOr<std::string> id = cl.store->Create("task", f);
-      if (!id.ok()) ASSERT_TRUE(absl::IsAlreadyExists(id.status())) << id.status();
+      if (!id.ok()) {
+        ASSERT_TRUE(absl::IsAlreadyExists(id.status())) << id.status();
+      }
     } else if (action < 40) {  // update some fields of a live local task
       absl::StatusOr<std::vector<JsonValue>> rows = cl.store->List("task");
       ASSERT_OK(rows.status());
@@ -266,7 +268,9 @@ void ConvergenceE2eTest::RunSeed(uint64_t seed, int steps) {
       const absl::Status st = cl.store->ResolveConflict(
           c.id, chance(50) ? ConflictChoice::kKeepMine : ConflictChoice::kKeepTheirs);
       // kKeepMine of an object this client no longer holds is refused.
-      if (!st.ok()) ASSERT_TRUE(absl::IsFailedPrecondition(st) || absl::IsNotFound(st)) << st;
+      if (!st.ok()) {
+        ASSERT_TRUE(absl::IsFailedPrecondition(st) || absl::IsNotFound(st)) << st;
+      }
     } else if (restarts < 2) {  // the server crashes or restarts
       ++restarts;
       if (chance(50)) {
