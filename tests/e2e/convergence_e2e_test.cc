@@ -421,12 +421,12 @@ void ConvergenceE2eTest::RunSeed(uint64_t seed, int steps) {
 }
 
 TEST_F(ConvergenceE2eTest, RandomEditsConvergeEverywhere) {
-  const int steps = static_cast<int>(EnvInt("PULSESYNC_CONVERGENCE_STEPS", 40));
+  const int steps = static_cast<int>(EnvInt("PULSESYNC_CONVERGENCE_STEPS", 30));
   if (const int64_t one = EnvInt("PULSESYNC_CONVERGENCE_SEED", -1); one >= 0) {
     RunSeed(static_cast<uint64_t>(one), steps);
     return;
   }
-  const int64_t seeds = EnvInt("PULSESYNC_CONVERGENCE_SEEDS", 200);
+  const int64_t seeds = EnvInt("PULSESYNC_CONVERGENCE_SEEDS", 300);
   const uint64_t base = static_cast<uint64_t>(EnvInt("PULSESYNC_CONVERGENCE_BASE_SEED", 1));
   for (int64_t i = 0; i < seeds; ++i) {
     RunSeed(base + static_cast<uint64_t>(i), steps);
