@@ -115,14 +115,22 @@ int Main() {
         r.set_object_type("task");
         r.set_object_id(NewUuid());
         r.set_origin_id(absl::StrCat("bench-", w));
-        r.set_seq(b * batch + i);
+        r.set_seq(b * batch + i + 1);  // an origin numbers from 1
         r.set_op(v1::OPERATION_UPSERT);
         r.set_payload(TaskPayload(i));
         r.set_created_at(1700000000000);
         r.mutable_clock()->set_physical_ms(1700000000000);
       }
       auto results = ApplyRevisionBatch(session, revs, limits);
-      if (!results.ok()) failures++;
+      if (!results.ok()) {
+        failures++;
+        continue;
+      }
+      for (const v1::RevisionResult& r : *results) {
+        if (r.outcome() != v1::RevisionResult::OUTCOME_APPLIED) {
+          if (failures++ == 0) std::fprintf(stderr, "not applied: %s\n", r.reason().c_str());
+        }
+      }
     }
   });
 

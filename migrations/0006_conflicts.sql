@@ -131,9 +131,14 @@ CREATE TABLE pulsesync.payload_upgrades (
 );
 
 -- The schema version clients are built for today: 1 + the newest upgrade.
+-- (The engine's helpers below are PL/pgSQL rather than SQL functions: a
+-- SECURITY DEFINER SQL function is not inlined and is planned again on every
+-- call, which cost the merge more than the merge itself.)
 CREATE FUNCTION pulsesync.schema_version() RETURNS int
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
-  SELECT coalesce(max(from_version), 0) + 1 FROM pulsesync.payload_upgrades
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
+  RETURN (SELECT coalesce(max(from_version), 0) + 1 FROM pulsesync.payload_upgrades);
+END
 $$;
 
 -- `upgrade` must be a function (jsonb) RETURNS jsonb taking a payload of
@@ -158,7 +163,7 @@ BEGIN
     RAISE EXCEPTION 'schema version % is newer than this server''s (%): upgrade the server first',
       p_schema_version, current_version USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  IF p_payload IS NULL OR p_schema_version <= 0 THEN
+  IF p_payload IS NULL OR p_schema_version <= 0 OR p_schema_version = current_version THEN
     RETURN p_payload;  -- 0: the client did not say; read as current
   END IF;
   FOR u IN SELECT upgrade FROM pulsesync.payload_upgrades
@@ -391,34 +396,42 @@ $$;
 -- own (the seq is then used up, so that the origin's next revisions apply).
 -- Only the origin's owner moves its seq on.
 CREATE FUNCTION pulsesync.origin_advance(p_origin_id text, p_seq bigint, p_applied boolean)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
-  INSERT INTO pulsesync.origins (origin_id, user_id) VALUES (p_origin_id, auth.uid())
-  ON CONFLICT (origin_id) DO NOTHING;
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pulsesync.origins WHERE origin_id = p_origin_id) THEN
+    INSERT INTO pulsesync.origins (origin_id, user_id) VALUES (p_origin_id, auth.uid())
+    ON CONFLICT (origin_id) DO NOTHING;
+  END IF;
   UPDATE pulsesync.origins
-     SET last_seq = greatest(last_seq, p_seq),
+     SET last_seq = p_seq,
          applied = applied + CASE WHEN p_applied THEN 1 ELSE 0 END,
          refused = refused + CASE WHEN p_applied THEN 0 ELSE 1 END,
          last_seen = now()
    WHERE origin_id = p_origin_id AND p_seq = last_seq + 1
      AND (user_id IS NULL OR user_id IS NOT DISTINCT FROM auth.uid()
-          OR coalesce(auth.role(), '') = 'service_role')
+          OR coalesce(auth.role(), '') = 'service_role');
+END
 $$;
 
 CREATE FUNCTION pulsesync.record_refused(
   p_id uuid, p_origin_id text, p_seq bigint, p_object_type text, p_object_id uuid,
   p_outcome text, p_reason text)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
   INSERT INTO pulsesync.refused_revisions
     (id, origin_id, seq, object_type, object_id, outcome, reason, claims)
   VALUES (p_id, p_origin_id, p_seq, p_object_type, p_object_id, p_outcome, p_reason,
-          nullif(current_setting('request.jwt.claims', true), '')::jsonb)
+          nullif(current_setting('request.jwt.claims', true), '')::jsonb);
+END
 $$;
 
 -- The reason a revision id was rejected before, if it was.
 CREATE FUNCTION pulsesync.rejection_of(p_id uuid) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
-  SELECT reason FROM pulsesync.refused_revisions
-  WHERE id = p_id AND outcome = 'rejected' ORDER BY position LIMIT 1
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
+  RETURN (SELECT reason FROM pulsesync.refused_revisions
+          WHERE id = p_id AND outcome = 'rejected' ORDER BY position LIMIT 1);
+END
 $$;
 
 DROP FUNCTION pulsesync.record_applied(uuid, text, uuid, text, bigint, bigint, boolean, bigint);
@@ -426,33 +439,68 @@ CREATE FUNCTION pulsesync.record_applied(
   p_id uuid, p_object_type text, p_object_id uuid, p_origin_id text, p_seq bigint,
   p_version bigint, p_superseded boolean, p_created_at_ms bigint, p_resolution text,
   p_conflicts int)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
   INSERT INTO pulsesync.applied_revisions
     (id, object_type, object_id, origin_id, seq, version, superseded, created_at_ms,
      resolution, conflicts)
   VALUES (p_id, p_object_type, p_object_id, p_origin_id, p_seq, p_version, p_superseded,
           p_created_at_ms, p_resolution, p_conflicts);
-  SELECT pulsesync.origin_advance(p_origin_id, p_seq, true);
+  -- check_origin made the row and holds its lock.
+  UPDATE pulsesync.origins
+     SET last_seq = p_seq, applied = applied + 1, last_seen = now()
+   WHERE origin_id = p_origin_id AND last_seq = p_seq - 1;
+END
+$$;
+
+-- 0002's lookups, as PL/pgSQL (see schema_version above).
+CREATE OR REPLACE FUNCTION pulsesync.applied_revision(p_id uuid)
+RETURNS pulsesync.applied_revisions LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pulsesync AS $$
+DECLARE
+  r pulsesync.applied_revisions;
+BEGIN
+  SELECT * INTO r FROM pulsesync.applied_revisions WHERE id = p_id;
+  RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pulsesync.synced_table(p_object_type text)
+RETURNS pulsesync.synced_tables LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pulsesync AS $$
+DECLARE
+  r pulsesync.synced_tables;
+BEGIN
+  SELECT * INTO r FROM pulsesync.synced_tables WHERE object_type = p_object_type;
+  RETURN r;
+END
 $$;
 
 -- Consumes the tombstone of an object the server had no row for.
 CREATE FUNCTION pulsesync.take_tombstone(p_object_type text, p_object_id uuid)
-RETURNS pulsesync.tombstones LANGUAGE sql SECURITY DEFINER
+RETURNS pulsesync.tombstones LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pulsesync AS $$
+DECLARE
+  t pulsesync.tombstones;
+BEGIN
   DELETE FROM pulsesync.tombstones
   WHERE object_type = p_object_type AND object_id = p_object_id
-  RETURNING *
+  RETURNING * INTO t;
+  RETURN t;
+END
 $$;
 
 CREATE FUNCTION pulsesync.put_tombstone(p_object_type text, p_object_id uuid, p_hlc text,
                                         p_origin_id text, p_revision_id uuid)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
+BEGIN
   INSERT INTO pulsesync.tombstones VALUES (p_object_type, p_object_id, p_hlc, p_origin_id,
                                            p_revision_id)
   ON CONFLICT (object_type, object_id) DO UPDATE
   SET deleted_hlc = EXCLUDED.deleted_hlc, origin_id = EXCLUDED.origin_id,
       revision_id = EXCLUDED.revision_id
-  WHERE EXCLUDED.deleted_hlc > pulsesync.tombstones.deleted_hlc
+  WHERE EXCLUDED.deleted_hlc > pulsesync.tombstones.deleted_hlc;
+END
 $$;
 
 -- Keeps a losing value. The id is derived from what lost and to what, so
