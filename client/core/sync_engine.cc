@@ -60,21 +60,30 @@ RemoteChange FromProto(const v1::Change& c) {
 namespace {
 
 absl::StatusOr<v1::ApplyRevisionsRequest> BuildPushRequest(
-    const std::vector<PendingRevision>& batch, bool compress) {
+    const std::vector<PendingRevision>& batch, const SyncEngineOptions& options) {
   v1::ApplyRevisionsRequest request;
-  if (compress) {
+  if (options.compress_push) {
     v1::RevisionBatch plain;
     for (const PendingRevision& r : batch) *plain.add_revisions() = ToProto(r);
     std::string bytes;
     if (!plain.SerializeToString(&bytes)) {
       return absl::InternalError("cannot serialize a revision batch");
     }
-    request.set_encoding(v1::PAYLOAD_ENCODING_BROTLI);
-    request.set_compressed_batch(BrotliCompress(bytes));
-  } else {
+    if (bytes.size() >= options.compress_min_bytes) {
+      std::string packed = BrotliCompress(bytes, options.compress_quality);
+      if (packed.size() < bytes.size() - bytes.size() / 10) {
+        request.set_encoding(v1::PAYLOAD_ENCODING_BROTLI);
+        request.set_compressed_batch(std::move(packed));
+        return request;
+      }
+    }
+    // Too small to pay: the same revisions, plain.
     request.set_encoding(v1::PAYLOAD_ENCODING_IDENTITY);
-    for (const PendingRevision& r : batch) *request.add_revisions() = ToProto(r);
+    request.mutable_revisions()->Swap(plain.mutable_revisions());
+    return request;
   }
+  request.set_encoding(v1::PAYLOAD_ENCODING_IDENTITY);
+  for (const PendingRevision& r : batch) *request.add_revisions() = ToProto(r);
   return request;
 }
 
@@ -160,7 +169,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> batch, store_->PendingRevisions(batch_size));
     if (batch.empty()) break;
     PS_ASSIGN_OR_RETURN(v1::ApplyRevisionsRequest request,
-                        BuildPushRequest(batch, options_.compress_push));
+                        BuildPushRequest(batch, options_));
     absl::StatusOr<v1::ApplyRevisionsResponse> response = transport_->ApplyRevisions(request);
     if (!response.ok()) {
       // Invariant 1: nothing is marked; the batch stays pending.

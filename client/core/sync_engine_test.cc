@@ -212,11 +212,23 @@ TEST_F(SyncEngineTest, PushSendsPendingRevisionsInSeqOrderInCompressedBatchesOf1
       EXPECT_EQ(r.schema_version(), static_cast<uint32_t>(kClientSchemaVersion));
     }
   }
+  // Batches of 100 and 50 teams pay for compression.
   for (v1::PayloadEncoding e : transport_.encodings) EXPECT_EQ(e, v1::PAYLOAD_ENCODING_BROTLI);
   EXPECT_EQ(Pending(), 0);
   // Nothing left: a second push sends nothing.
   ASSERT_TRUE(engine.Push().ok());
   EXPECT_EQ(transport_.pushed_batches.size(), 3u);
+}
+
+TEST_F(SyncEngineTest, ASmallBatchGoesUncompressed) {
+  CreateTeams(2);  // ~400 bytes: compression would save little and cost a round of CPU
+  SyncEngine engine(store_.get(), &transport_);
+  ASSERT_TRUE(engine.Push().ok());
+  ASSERT_EQ(transport_.encodings.size(), 1u);
+  EXPECT_EQ(transport_.encodings[0], v1::PAYLOAD_ENCODING_IDENTITY);
+  ASSERT_EQ(transport_.pushed_batches.size(), 1u);
+  EXPECT_EQ(transport_.pushed_batches[0].size(), 2u);
+  EXPECT_EQ(Pending(), 0);
 }
 
 TEST_F(SyncEngineTest, PushWithoutCompressionUsesPlainFields) {
