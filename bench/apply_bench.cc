@@ -1,7 +1,7 @@
 // apply_bench: revisions applied per second, beside the ceiling measured in
 // the same run on the same PostgreSQL.
 //
-//   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
+//   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 //     build/bench/apply_bench [--writers=4] [--batches=50] [--batch=100]
 //
 // Figures (rows/s, printed, never asserted):

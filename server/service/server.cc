@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
+#include "server/core/task_stats.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -185,6 +187,10 @@ struct SyncServer::Impl {
     if (metrics != nullptr) metrics->StopServing();
   }
   ServerConfig config;
+  // GetStats's counters, refreshed on a worker after each feed batch (before
+  // the pool and the hub: destroyed after them, whose jobs use it).
+  std::unique_ptr<TaskStats> task_stats;
+  std::shared_ptr<std::atomic<bool>> task_stats_queued = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<FeedHub> hub;
@@ -235,7 +241,23 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   hub_options.max_batches = config.feed_ring_batches;
   hub_options.page_limit = config.feed_page_limit;
   hub_options.log_retention = config.log_retention;
-  hub_options.on_batch = [metrics](const FeedBatch& batch) { metrics->FeedBatchRead(batch); };
+  impl->task_stats = std::make_unique<TaskStats>();
+  // After each batch the hub reads, one catch-up of the task counters on a
+  // worker (at most one queued at a time); GetStats also catches up itself.
+  auto refresh_stats = [pool = impl->pool.get(), stats = impl->task_stats.get(),
+                        queued = impl->task_stats_queued]() {
+    if (queued->exchange(true)) return;
+    const absl::Status submitted = pool->Submit([stats, queued](PgSession& s) {
+      queued->store(false);
+      absl::StatusOr<int64_t> read = stats->CatchUp(s);
+      if (!read.ok()) LogWarning("task stats catch-up failed", {{"status", read.status()}});
+    });
+    if (!submitted.ok()) queued->store(false);
+  };
+  hub_options.on_batch = [metrics, refresh_stats](const FeedBatch& batch) {
+    metrics->FeedBatchRead(batch);
+    refresh_stats();
+  };
   impl->hub = std::make_unique<FeedHub>(SessionOptions(config, metrics), hub_options);
   impl->hub->Start();
   metrics->Observe(impl->pool.get(), impl->hub.get());
@@ -248,6 +270,7 @@ absl::StatusOr<std::unique_ptr<SyncServer>> SyncServer::Start(const ServerConfig
   options.max_concurrent_snapshots = std::max(1, config.pool_size / 2);
   options.principal_limits = config.principal_limits;
   options.metrics = metrics;
+  options.task_stats = impl->task_stats.get();
   PS_ASSIGN_OR_RETURN(impl->auth, MakeAuthenticator(config, &impl->jwks));
   impl->service = std::make_unique<SyncServiceImpl>(impl->pool.get(), impl->hub.get(),
                                                     impl->auth.get(), options);

@@ -2,12 +2,16 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/brotli_codec.h"
 #include "common/log.h"
+#include "common/status_macros.h"
+#include "common/uuid.h"
 #include "server/core/change_feed.h"
 #include "server/core/database_info.h"
 #include "server/core/feed_hub.h"
+#include "server/core/task_stats.h"
 #include "server/core/team_scope.h"
 #include "server/service/call_interceptor.h"
 #include "server/service/change_stream.h"
@@ -228,6 +232,61 @@ grpc::ServerUnaryReactor* SyncServiceImpl::GetServerInfo(grpc::CallbackServerCon
     response->set_schema_version(info->schema_version);
     return absl::OkStatus();
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SyncServiceImpl::GetStats(grpc::CallbackServerContext* context,
+                                                    const v1::GetStatsRequest* request,
+                                                    v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> principal = Authenticate(context);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
+  if (options_.task_stats == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "GetStats is not enabled"));
+    return reactor;
+  }
+  if (!IsUuid(request->project_id())) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 absl::StrCat("project_id \"", request->project_id(),
+                                              "\" is not a UUID")));
+    return reactor;
+  }
+  TaskStats* stats = options_.task_stats;
+  RunOnWorker(pool_, context, reactor,
+              [request, response, stats,
+               principal = std::move(*principal)](PgSession& s) -> absl::Status {
+                const std::string project = absl::AsciiStrToLower(request->project_id());
+                // Whether the caller may see the project: its Row Level
+                // Security, one primary-key lookup.
+                bool visible = false;
+                PS_RETURN_IF_ERROR(s.RunTransaction(
+                    TxMode::kReadWrite, TxIdentity{principal.role, principal.claims_json},
+                    [&](pqxx::transaction_base& tx) -> absl::Status {
+                      visible = !tx.exec_params("SELECT 1 FROM public.projects WHERE id = $1",
+                                                project)
+                                     .empty();
+                      return absl::OkStatus();
+                    }));
+                if (!visible) {
+                  return absl::NotFoundError(absl::StrCat("project ", project, " not found"));
+                }
+                // Current to every write committed before this call.
+                PS_RETURN_IF_ERROR(stats->CatchUp(s).status());
+                response->set_project_id(project);
+                response->set_cursor(stats->cursor());
+                if (std::optional<ProjectTaskStats> p = stats->Get(project); p.has_value()) {
+                  response->set_total(p->total);
+                  for (const auto& [k, n] : p->by_status) (*response->mutable_by_status())[k] = n;
+                  for (const auto& [k, n] : p->by_assignee) {
+                    (*response->mutable_by_assignee())[k] = n;
+                  }
+                  for (const auto& [k, n] : p->archived) (*response->mutable_by_archived())[k] = n;
+                }
+                return absl::OkStatus();
+              });
   return reactor;
 }
 

@@ -24,6 +24,7 @@ namespace pulsesync {
 class FeedHub;
 class ServerMetrics;
 class SnapshotLimiter;
+class TaskStats;
 class WorkerPool;
 
 struct SyncServiceOptions {
@@ -37,6 +38,9 @@ struct SyncServiceOptions {
   int max_concurrent_snapshots = 2;  // each holds a worker for its whole read
   PrincipalLimitOptions principal_limits;
   ServerMetrics* metrics = nullptr;  // optional; must outlive the service
+  // GetStats's counters; nullptr: GetStats answers UNIMPLEMENTED. Must
+  // outlive the service.
+  TaskStats* task_stats = nullptr;
 };
 
 // absl::Status codes are gRPC's codes one to one.
@@ -69,6 +73,9 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
       grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) override;
   grpc::ServerWriteReactor<v1::SnapshotResponse>* Snapshot(
       grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
 
  private:
   absl::StatusOr<Principal> Authenticate(const grpc::CallbackServerContext* context) const;

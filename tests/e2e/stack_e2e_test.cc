@@ -162,7 +162,9 @@ TEST_F(StackE2eTest, TwoClientsSyncThroughTheBalancer) {
   ASSERT_OK(b.store->Update("task", task,
                             JsonValue::Object({{"title", JsonValue::String("edited by b")}})));
   EXPECT_TRUE(WaitFor([&] { return a.Tasks(team)[task] == "edited by b"; }, kDeadline));
-  if (local_) EXPECT_EQ(ServerTasks(team), a.Tasks(team));
+  if (local_) {
+    EXPECT_EQ(ServerTasks(team), a.Tasks(team));
+  }
 }
 
 TEST_F(StackE2eTest, ClientsCarryOnThroughTheOtherReplicaWhenOneIsKilled) {
