@@ -162,16 +162,15 @@ class AuditTrailReactor final : public grpc::ServerWriteReactor<v1::GetAuditTrai
     LogRequestScope log_scope(request_id_);
     AuditQuery query;
     uint32_t want;
-    bool need_scope;
+    std::optional<AuditScope> scope;  // copied: the page is read outside mu_
     {
       absl::MutexLock lock(&mu_);
       query = query_;
       want = static_cast<uint32_t>(std::min<int64_t>(page_size_, remaining_));
-      need_scope = !scope_loaded_;
+      if (scope_loaded_) scope = scope_;
     }
     absl::Status status;
-    std::optional<AuditScope> scope;
-    if (need_scope) {
+    if (!scope.has_value()) {
       absl::StatusOr<TeamScope> team_scope = TeamScope::For(session, principal_);
       if (team_scope.ok()) {
         scope = AuditScope::From(*team_scope, principal_.user_id);
@@ -179,18 +178,16 @@ class AuditTrailReactor final : public grpc::ServerWriteReactor<v1::GetAuditTrai
         status = team_scope.status();
       }
     }
-    absl::StatusOr<std::vector<v1::AuditEntry>> entries = status;
-    if (status.ok()) {
-      const AuditScope* s = scope.has_value() ? &*scope : &scope_;
-      entries = ReadAuditPage(session, query, *s, want);
-    }
+    absl::StatusOr<std::vector<v1::AuditEntry>> entries =
+        status.ok() ? ReadAuditPage(session, query, *scope, want)
+                    : absl::StatusOr<std::vector<v1::AuditEntry>>(status);
     bool delete_now;
     Action action = Action::kNone;
     grpc::Status finish_status;
     {
       absl::MutexLock lock(&mu_);
       job_running_ = false;
-      if (scope.has_value()) {
+      if (!scope_loaded_ && scope.has_value()) {
         scope_ = std::move(*scope);
         scope_loaded_ = true;
       }
