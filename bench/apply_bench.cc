@@ -11,6 +11,11 @@
 //             triggers alone
 //   apply     ApplyRevisionBatch (validation, apply_revisions, merge,
 //             triggers): what pulsesyncd does per ApplyRevisions call, minus gRPC
+//   audit     (--audit) apply again, each on a fresh database: without the
+//             audit's write-path additions of migration 0009 (the change
+//             log's object index, the db_role default), as migrated, and as
+//             migrated with the background sealer (audit_sealer.h) sealing
+//             every 50 ms meanwhile
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +28,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/uuid.h"
+#include "server/core/audit_chain.h"
+#include "server/core/audit_sealer.h"
 #include "server/core/migrator.h"
 #include "server/core/revision_applier.h"
 #include "server/service/server.h"
@@ -32,6 +39,7 @@
 ABSL_FLAG(int, writers, 4, "concurrent writer threads");
 ABSL_FLAG(int, batches, 50, "batches per writer");
 ABSL_FLAG(int, batch, 100, "revisions per batch");
+ABSL_FLAG(bool, audit, false, "also measure the audit trail's cost on apply");
 
 namespace pulsesync {
 namespace {
@@ -102,7 +110,8 @@ int Main() {
   ApplyLimits limits;
   limits.max_batch_revisions = static_cast<uint32_t>(batch);
   std::atomic<int> failures{0};
-  const double apply = RowsPerSecond(writers, rows, [&](int w) {
+  auto apply_into = [&](const std::string& url) {
+   return RowsPerSecond(writers, rows, [&](int w) {
     PgSessionOptions options;
     options.database_url = url;
     options.statements = RevisionApplierStatements();
@@ -132,7 +141,9 @@ int Main() {
         }
       }
     }
-  });
+   });
+  };
+  const double apply = apply_into(url);
 
   std::printf("apply_bench: %d writers x %d batches x %d rows, PostgreSQL on loopback\n", writers,
               batches, batch);
@@ -141,6 +152,45 @@ int Main() {
               capture, 100 * capture / ceiling);
   std::printf("  %-44s %10.0f rows/s  (%.0f%% of ceiling)%s\n", "pulsesync apply (merge + capture)",
               apply, 100 * apply / ceiling, failures ? "  SOME BATCHES FAILED" : "");
+  if (absl::GetFlag(FLAGS_audit)) {
+    auto fresh = [&](const char* setup) -> std::unique_ptr<testing::TestDatabase> {
+      auto d = testing::TestDatabase::Create();
+      if (!d.ok()) return nullptr;
+      (void)(*d)->Execute(absl::StrCat("INSERT INTO teams (id, name) VALUES ('", kTeam,
+                                       "', 'bench');", setup));
+      return *std::move(d);
+    };
+    auto lean = fresh(
+        "DROP INDEX pulsesync.change_log_object_idx;"
+        "ALTER TABLE pulsesync.change_log ALTER COLUMN db_role DROP DEFAULT;");
+    auto plain = fresh("");
+    auto sealed = fresh("");
+    if (lean == nullptr || plain == nullptr || sealed == nullptr) return 1;
+    const double without = apply_into(lean->url());
+    const double with_trail = apply_into(plain->url());
+    PgSessionOptions sealer_session;
+    sealer_session.database_url = sealed->url();
+    AuditSealerOptions sealer_options;
+    sealer_options.interval = absl::Milliseconds(50);
+    AuditSealer sealer(sealer_session, sealer_options);
+    sealer.Start();
+    const double with_sealer = apply_into(sealed->url());
+    const auto start = std::chrono::steady_clock::now();
+    PgSession catch_up(sealer_session);
+    while (true) {  // what the sealer has left when the writers stop
+      absl::StatusOr<int64_t> n = SealAuditEntries(catch_up);
+      if (!n.ok() || *n == 0) break;
+    }
+    const double lag =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    sealer.Stop();
+    std::printf("  %-44s %10.0f rows/s\n", "apply, no audit write-path additions", without);
+    std::printf("  %-44s %10.0f rows/s  (%.0f%%)\n", "apply, audit trail (0009)", with_trail,
+                100 * with_trail / without);
+    std::printf("  %-44s %10.0f rows/s  (%.0f%%); sealed %lld in the run, rest in %.2f s\n",
+                "apply, audit trail + sealer running", with_sealer, 100 * with_sealer / without,
+                static_cast<long long>(sealer.sealed()), lag);
+  }
   return failures ? 1 : 0;
 }
 

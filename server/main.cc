@@ -56,6 +56,13 @@ ABSL_FLAG(int, feed_page_limit, 1000, "changes per read of the change log by the
 ABSL_FLAG(absl::Duration, log_retention, absl::Hours(24 * 30),
           "delete change-log rows older than this (e.g. 720h; 0 keeps them forever); "
           "clients with older cursors re-snapshot");
+ABSL_FLAG(absl::Duration, audit_retention, absl::ZeroDuration(),
+          "remove audit entries (and their change-log rows) older than this, leaving a "
+          "checkpoint so the chain still verifies (e.g. 8760h; 0 keeps them forever). "
+          "Independent of --log_retention, which never deletes audit entries");
+ABSL_FLAG(absl::Duration, audit_seal_interval, absl::Seconds(1),
+          "how often committed audit entries are sealed into the hash chain (one replica at a "
+          "time seals; 0 disables sealing in this process)");
 ABSL_FLAG(std::string, jwt_secret,
           EnvOr("PULSESYNC_JWT_SECRET", EnvOr("SUPABASE_JWT_SECRET", "").c_str()),
           "HS256 secret of the Supabase project (env PULSESYNC_JWT_SECRET or SUPABASE_JWT_SECRET)");
@@ -112,14 +119,21 @@ int main(int argc, char** argv) {
   // percent of CPU on the feed's hot path (bench/feed_bench).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(
-      "pulsesyncd [serve|migrate|health] [flags]\n"
-      "  serve    (default) serve the sync API until SIGINT/SIGTERM\n"
-      "  migrate  apply pending database migrations and exit\n"
-      "  health   exit 0 if the server at --address (default --listen) is SERVING, else 1");
+      "pulsesyncd [serve|migrate|health|audit verify|audit seal] [flags]\n"
+      "  serve         (default) serve the sync API until SIGINT/SIGTERM\n"
+      "  migrate       apply pending database migrations and exit\n"
+      "  health        exit 0 if the server at --address (default --listen) is SERVING, else 1\n"
+      "  audit verify  walk the audit hash chain; exit 1 naming the first broken link\n"
+      "  audit seal    seal every committed audit entry now");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() > 1 ? args[1] : "serve";
-  if (args.size() > 2 || (command != "serve" && command != "migrate" && command != "health")) {
-    std::cerr << "pulsesyncd: unknown command; usage: pulsesyncd [serve|migrate|health] [flags]\n";
+  const std::string subcommand = args.size() > 2 ? args[2] : "";
+  const bool audit_ok = command == "audit" && args.size() == 3 &&
+                        (subcommand == "verify" || subcommand == "seal");
+  if ((command != "audit" && args.size() > 2) ||
+      (command != "serve" && command != "migrate" && command != "health" && !audit_ok)) {
+    std::cerr << "pulsesyncd: unknown command; usage: pulsesyncd "
+                 "[serve|migrate|health|audit verify|audit seal] [flags]\n";
     return 2;
   }
   if (command == "health") {
@@ -151,6 +165,8 @@ int main(int argc, char** argv) {
   config.feed_poll_interval = absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_feed_poll_ms)));
   config.feed_notify = absl::GetFlag(FLAGS_feed_notify);
   config.log_retention = absl::GetFlag(FLAGS_log_retention);
+  config.audit_retention = absl::GetFlag(FLAGS_audit_retention);
+  config.audit_seal_interval = absl::GetFlag(FLAGS_audit_seal_interval);
   config.jwt_secret = absl::GetFlag(FLAGS_jwt_secret);
   config.jwks_file = absl::GetFlag(FLAGS_jwks_file);
   config.jwks_url = absl::GetFlag(FLAGS_jwks_url);
@@ -173,6 +189,15 @@ int main(int argc, char** argv) {
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.shutdown_grace = std::max(absl::Seconds(1), absl::GetFlag(FLAGS_shutdown_grace));
 
+  if (command == "audit") {
+    const absl::Status audit = subcommand == "verify" ? pulsesync::RunAuditVerify(config, std::cout)
+                                                      : pulsesync::RunAuditSeal(config, std::cout);
+    if (!audit.ok()) {
+      std::cerr << "pulsesyncd audit " << subcommand << ": " << audit.message() << "\n";
+      return 1;
+    }
+    return 0;
+  }
   const absl::Status status = command == "migrate" ? pulsesync::RunMigrate(config)
                                                    : pulsesync::RunServe(config);
   if (!status.ok()) {

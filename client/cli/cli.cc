@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/core/subscriber.h"
 #include "client/core/sync_engine.h"
@@ -40,6 +41,10 @@ commands:
                                 losing value again first
   keygen --out=PATH             write a new random payload key to PATH (mode
                                 0600, never overwritten); print its key id
+  audit [OPTIONS] TYPE ID       print an object's history from the server's
+                                audit trail as a timeline, oldest first:
+        --newest-first          newest first
+        --limit=N               at most N entries
   watch [OPTIONS]               print the server's change feed as JSON lines
                                 until SIGINT/SIGTERM (no database needed):
         --table=T               only this table (repeatable)
@@ -293,6 +298,127 @@ std::string ServerAddress(const GlobalFlags& flags, const std::string& stored) {
   return kDefaultServerAddress;
 }
 
+const char* AuditOutcomeName(v1::AuditOutcome outcome) {
+  switch (outcome) {
+    case v1::AUDIT_OUTCOME_APPLIED: return "applied";
+    case v1::AUDIT_OUTCOME_MERGED: return "merged";
+    case v1::AUDIT_OUTCOME_CONFLICT: return "conflict";
+    case v1::AUDIT_OUTCOME_RECOVERED: return "recovered";
+    case v1::AUDIT_OUTCOME_SUPERSEDED: return "superseded";
+    case v1::AUDIT_OUTCOME_TOMBSTONED: return "tombstoned";
+    case v1::AUDIT_OUTCOME_DIRECT: return "direct";
+    case v1::AUDIT_OUTCOME_DUPLICATE: return "duplicate";
+    case v1::AUDIT_OUTCOME_REJECTED: return "rejected";
+    case v1::AUDIT_OUTCOME_OUT_OF_ORDER: return "out_of_order";
+    default: return "unknown";
+  }
+}
+
+// The fields a timeline shows: data, not the engine's bookkeeping.
+bool IsBookkeeping(absl::string_view field) {
+  static const std::set<std::string, std::less<>> kFields = {
+      "version", "updated_at", "hlc", "last_origin_id", "last_revision_id", "live_hlc",
+      "deleted_hlc", "field_clocks"};
+  return kFields.count(field) > 0;
+}
+
+// `field: old -> new` for what an entry changed (every field of an insert).
+std::vector<std::string> ChangedFields(const v1::AuditEntry& e) {
+  std::vector<std::string> lines;
+  const JsonValue now = RecordJson(e.new_record());
+  const JsonValue before = RecordJson(e.old_record());
+  if (!now.is_object()) return lines;
+  for (const auto& [field, value] : now.members()) {
+    if (IsBookkeeping(field) || field == "id") continue;
+    const JsonValue* old = before.is_object() ? before.Find(field) : nullptr;
+    if (old == nullptr) {
+      if (e.event() == v1::EVENT_TYPE_INSERT && !value.is_null()) {
+        lines.push_back(absl::StrCat(field, ": ", value.Serialize()));
+      }
+    } else if (*old != value) {
+      lines.push_back(absl::StrCat(field, ": ", old->Serialize(), " -> ", value.Serialize()));
+    }
+  }
+  return lines;
+}
+
+// One entry of `pulsesync audit`, e.g.
+//   2026-05-01 12:00:03.123 UTC  UPDATE v12  merged  by <sub> (authenticated) from device-a #3
+//       title: "Draft" -> "Final"
+std::string TimelineEntry(const v1::AuditEntry& e) {
+  std::string s = absl::FormatTime("%Y-%m-%d %H:%M:%E3S UTC", absl::FromUnixMillis(e.timestamp_ms()),
+                                   absl::UTCTimeZone());
+  if (e.kind() == v1::AuditEntry::KIND_CHANGE) {
+    absl::StrAppend(&s, "  ", EventName(e.event()), " v", e.version());
+  } else {
+    absl::StrAppend(&s, "  revision (no change)");
+  }
+  absl::StrAppend(&s, "  ", AuditOutcomeName(e.outcome()));
+  if (e.conflicts() > 0) absl::StrAppend(&s, " (", e.conflicts(), " conflict records)");
+  absl::StrAppend(&s, "  by ", e.actor().empty() ? "-" : e.actor());
+  if (!e.actor_role().empty()) absl::StrAppend(&s, " (", e.actor_role(), ")");
+  if (!e.origin_id().empty()) {
+    absl::StrAppend(&s, " from ", e.origin_id());
+    if (e.seq() > 0) absl::StrAppend(&s, " #", e.seq());
+  }
+  if (!e.revision_id().empty()) absl::StrAppend(&s, " revision ", e.revision_id());
+  if (e.chain_seq() > 0) absl::StrAppend(&s, "  [sealed #", e.chain_seq(), "]");
+  if (!e.reason().empty()) absl::StrAppend(&s, "\n    reason: ", e.reason());
+  for (const std::string& line : ChangedFields(e)) absl::StrAppend(&s, "\n    ", line);
+  if (e.excluded_fields_size() > 0) {
+    absl::StrAppend(&s, "\n    excluded from the trail: ", absl::StrJoin(e.excluded_fields(), ", "));
+  }
+  return s;
+}
+
+int RunAudit(const GlobalFlags& flags, const CliEnvironment& env,
+             const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  v1::GetAuditTrailRequest request;
+  request.set_oldest_first(true);
+  std::vector<std::string> positional;
+  for (const std::string& a : args) {
+    if (a == "--newest-first") {
+      request.set_oldest_first(false);
+    } else if (absl::StartsWith(a, "--limit=")) {
+      uint32_t limit;
+      if (!absl::SimpleAtoi(a.substr(8), &limit) || limit == 0) {
+        return Usage(err, absl::StrCat("--limit expects a positive number, got \"", a.substr(8), "\""));
+      }
+      request.set_limit(limit);
+    } else if (absl::StartsWith(a, "--")) {
+      return Usage(err, absl::StrCat("unknown audit option \"", a, "\""));
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.size() != 2) return Usage(err, "audit takes a TYPE and an ID");
+  absl::StatusOr<const ObjectTypeDef*> def = ResolveType(positional[0]);
+  if (!def.ok()) return Fail(err, def.status());
+  request.set_object_type((*def)->object_type);
+  request.set_object_id(positional[1]);
+  if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
+  std::unique_ptr<Transport> transport =
+      env.make_transport(MakeTransportConfig(flags, ServerAddress(flags, "")));
+  absl::StatusOr<std::unique_ptr<AuditStream>> opened = transport->GetAuditTrail(request);
+  if (!opened.ok()) return Fail(err, opened.status());
+  std::unique_ptr<AuditStream> stream = *std::move(opened);
+  v1::GetAuditTrailResponse page;
+  int64_t shown = 0;
+  bool more = false;
+  while (stream->Read(&page)) {
+    for (const v1::AuditEntry& e : page.entries()) {
+      out << TimelineEntry(e) << "\n";
+      ++shown;
+    }
+    more = page.has_more();
+  }
+  const absl::Status status = stream->Finish();
+  if (!status.ok()) return Fail(err, status);
+  if (shown == 0) out << "no audit entries for " << request.object_type() << " " << request.object_id() << " (or not in your teams)\n";
+  if (more) out << "(more entries: raise --limit)\n";
+  return kExitOk;
+}
+
 int RunWatch(const GlobalFlags& flags, const CliEnvironment& env,
              const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   if (env.interrupt == nullptr) return Fail(err, absl::InternalError("no interrupt source"));
@@ -468,6 +594,7 @@ int RunKeygen(const std::vector<std::string>& args, std::ostream& out, std::ostr
 int RunCommand(const GlobalFlags& flags, const CliEnvironment& env, const std::string& command,
                std::vector<std::string> args, std::ostream& out, std::ostream& err) {
   if (command == "watch") return RunWatch(flags, env, args, out, err);
+  if (command == "audit") return RunAudit(flags, env, args, out, err);
   if (command == "keygen") return RunKeygen(args, out, err);
   bool follow = false;
   bool follow_snapshot = true;

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "pulsesync/v1/audit.pb.h"
 #include "pulsesync/v1/sync.pb.h"
 
 namespace pulsesync {
@@ -44,6 +45,7 @@ class ResponseStream {
 
 using ChangeStream = ResponseStream<v1::StreamChangesResponse>;
 using SnapshotStream = ResponseStream<v1::SnapshotResponse>;
+using AuditStream = ResponseStream<v1::GetAuditTrailResponse>;
 
 // One call per method of pulsesync.v1.SyncService. Errors carry the server's
 // status code and message (see sync.proto for what each code means);
@@ -76,6 +78,11 @@ class Transport {
   virtual absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
       const v1::SnapshotRequest& request) {
     return absl::UnimplementedError("this transport does not support Snapshot");
+  }
+  // Protocol v1.2: AuditService.GetAuditTrail (audit.proto), as the streams above.
+  virtual absl::StatusOr<std::unique_ptr<AuditStream>> GetAuditTrail(
+      const v1::GetAuditTrailRequest& request) {
+    return absl::UnimplementedError("this transport does not support GetAuditTrail");
   }
 };
 

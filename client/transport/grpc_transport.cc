@@ -8,6 +8,7 @@
 #include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
+#include "pulsesync/v1/audit.grpc.pb.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
 
 namespace pulsesync {
@@ -114,6 +115,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 struct GrpcTransport::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::SyncService::Stub> stub;
+  std::unique_ptr<v1::AuditService::Stub> audit_stub;
   GrpcTransportOptions options;
   // Not OK when Create() could not make the channel; then every call
   // returns it (channel and stub are null).
@@ -177,6 +179,7 @@ std::unique_ptr<GrpcTransport> GrpcTransport::FromChannel(std::shared_ptr<grpc::
                                                           GrpcTransportOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->stub = v1::SyncService::NewStub(channel);
+  impl->audit_stub = v1::AuditService::NewStub(channel);
   impl->channel = std::move(channel);
   impl->options = std::move(options);
   return std::unique_ptr<GrpcTransport>(new GrpcTransport(std::move(impl)));
@@ -235,6 +238,15 @@ absl::StatusOr<std::unique_ptr<SnapshotStream>> GrpcTransport::Snapshot(
   PS_RETURN_IF_ERROR(impl_->Prepare(stream->context(), impl_->options.snapshot_deadline));
   stream->set_reader(impl_->stub->Snapshot(stream->context(), request));
   return std::unique_ptr<SnapshotStream>(std::move(stream));
+}
+
+absl::StatusOr<std::unique_ptr<AuditStream>> GrpcTransport::GetAuditTrail(
+    const v1::GetAuditTrailRequest& request) {
+  if (!impl_->setup_error.ok()) return impl_->setup_error;
+  auto stream = std::make_unique<GrpcResponseStream<v1::GetAuditTrailResponse>>();
+  PS_RETURN_IF_ERROR(impl_->Prepare(stream->context(), impl_->options.snapshot_deadline));
+  stream->set_reader(impl_->audit_stub->GetAuditTrail(stream->context(), request));
+  return std::unique_ptr<AuditStream>(std::move(stream));
 }
 
 }  // namespace pulsesync

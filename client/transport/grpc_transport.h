@@ -116,6 +116,8 @@ class GrpcTransport final : public Transport {
       const v1::StreamChangesRequest& request) override;
   absl::StatusOr<std::unique_ptr<SnapshotStream>> Snapshot(
       const v1::SnapshotRequest& request) override;
+  absl::StatusOr<std::unique_ptr<AuditStream>> GetAuditTrail(
+      const v1::GetAuditTrailRequest& request) override;
 
  private:
   struct Impl;

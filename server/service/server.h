@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "absl/status/status.h"
@@ -34,6 +35,12 @@ struct ServerConfig {
   // Change-log rows older than this are deleted; cursors from before them
   // get "re-snapshot". Zero keeps the log forever.
   absl::Duration log_retention = absl::Hours(24 * 30);
+  // Audit (docs/AUDIT.md). Committed entries are sealed into the hash chain
+  // this often (zero: no sealing in this process). Entries older than
+  // audit_retention leave the trail and the log (zero: kept forever; the
+  // feed's log_retention never deletes them).
+  absl::Duration audit_seal_interval = absl::Seconds(1);
+  absl::Duration audit_retention = absl::ZeroDuration();
   // Authentication. With a JWT secret or a JWKS (file or URL), every call needs
   // "authorization: Bearer <JWT>" (Supabase compatible). With neither, the
   // server runs in development mode: x-pulsesync-user-id metadata names the
@@ -113,6 +120,13 @@ absl::Status RunServe(const ServerConfig& config);
 
 // `pulsesyncd migrate`: applies pending migrations and exits.
 absl::Status RunMigrate(const ServerConfig& config);
+
+// `pulsesyncd audit verify`: walks the audit chain, prints what it checked
+// and the head (seq, hash) to `out`; kDataLoss naming the first broken link.
+// `pulsesyncd audit seal`: seals every committed entry now (what the
+// server's sealer does in the background), printing how many.
+absl::Status RunAuditVerify(const ServerConfig& config, std::ostream& out);
+absl::Status RunAuditSeal(const ServerConfig& config, std::ostream& out);
 
 // `pulsesyncd health`: asks grpc.health.v1.Health/Check at `address`
 // (0.0.0.0 and [::] mean this machine) over plaintext, or over TLS trusting

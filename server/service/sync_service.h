@@ -60,6 +60,9 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
   // stopping the worker pool, whose workers they hold.
   void CancelSnapshots();
 
+  // The per-user stream and rate budget, shared with AuditService.
+  PrincipalLimits* principal_limits() { return limits_.get(); }
+
   grpc::ServerUnaryReactor* ApplyRevisions(grpc::CallbackServerContext* context,
                                            const v1::ApplyRevisionsRequest* request,
                                            v1::ApplyRevisionsResponse* response) override;

@@ -1,5 +1,7 @@
-// Change-log retention: compaction deletes old rows, and cursors from before
-// them are refused with "re-snapshot" rather than silently missing changes.
+// Change-log retention: compaction moves the feed's horizon past old rows
+// (which stay for the audit trail until audit retention removes them, see
+// audit_pg_test), and cursors from before it are refused with "re-snapshot"
+// rather than silently missing changes.
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
@@ -73,12 +75,12 @@ class RetentionPgTest : public ::testing::Test {
   std::string team_;
 };
 
-TEST_F(RetentionPgTest, CompactionDeletesOnlyOldRowsAndRaisesTheHorizon) {
+TEST_F(RetentionPgTest, CompactionPassesOnlyOldRowsRaisesTheHorizonAndKeepsThem) {
   AddTasks(5);
   ASSERT_OK(db_->Execute("UPDATE pulsesync.change_log SET changed_at = now() - interval '2 days'"));
   AddTasks(3);  // recent
   EXPECT_EQ(CompactUntil(absl::Hours(24), 6), 6);  // the team row and 5 tasks
-  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pulsesync.change_log"), "3");
+  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pulsesync.change_log"), "9");  // all kept
   EXPECT_NE(*db_->QueryValue("SELECT horizon::text FROM pulsesync.feed_horizon"), "0");
   ASSERT_OK_AND_ASSIGN(int64_t again, CompactChangeLog(*session_, absl::Hours(24)));
   EXPECT_EQ(again, 0);
@@ -118,7 +120,11 @@ TEST_F(RetentionPgTest, RunningTransactionsAreNeverCompacted) {
   ASSERT_OK_AND_ASSIGN(int64_t more, CompactChangeLog(*session_, absl::Hours(1)));
   EXPECT_EQ(more, 0);  // never the open transaction's row
   open_tx.commit();
-  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pulsesync.change_log"), "1");
+  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pulsesync.change_log"), "2");
+  // The horizon stays below the open transaction's row.
+  EXPECT_EQ(*db_->QueryValue("SELECT (SELECT horizon FROM pulsesync.feed_horizon) < "
+                             "(SELECT max(txid) FROM pulsesync.change_log)"),
+            "t");
 }
 
 }  // namespace
