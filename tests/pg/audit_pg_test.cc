@@ -224,7 +224,9 @@ TEST_F(AuditPgTest, EveryOutcomeIsOnRecordAndNoFactTwice) {
   // A revision that wrote is on record by its writes, one that wrote
   // nothing by one entry of its own: never both.
   for (const auto& [revision, k] : kinds) {
-    if (!revision.empty()) EXPECT_EQ(k.size(), 1u) << revision;
+    if (!revision.empty()) {
+      EXPECT_EQ(k.size(), 1u) << revision;
+    }
   }
   // The explicit entries, with their details.
   auto only = [&](v1::AuditOutcome o) {
