@@ -296,12 +296,12 @@ int Run() {
   std::vector<std::string> faults;
   std::thread fault_thread([&] {
     if (fault_interval <= absl::ZeroDuration()) return;
-    std::mt19937_64 rng(seed);
-    int k = 0;
+    int k = static_cast<int>(seed % 5);
     // The waits below are the faults' durations, by design.
     while (!stop && absl::Now() + fault_interval < end) {
       absl::SleepFor(fault_interval);
-      const int r = static_cast<int>(rng() % static_cast<uint64_t>(n_replicas));
+      // Each kind of fault in turn, alternating between the replicas.
+      const int r = k % n_replicas;
       const double at = absl::ToDoubleSeconds(absl::Now() - start);
       std::string what;
       switch (k++ % 5) {
