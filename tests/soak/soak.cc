@@ -153,7 +153,7 @@ int Run() {
   }
   const int n_clients = std::max(1, absl::GetFlag(FLAGS_clients));
   const int n_replicas = std::clamp(absl::GetFlag(FLAGS_replicas), 1, 2);
-  const int n_teams = std::max(1, absl::GetFlag(FLAGS_teams));
+  const int n_teams = std::clamp(absl::GetFlag(FLAGS_teams), 1, n_clients);
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
   const absl::Duration fault_interval = absl::GetFlag(FLAGS_fault_interval);
