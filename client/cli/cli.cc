@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/core/subscriber.h"
 #include "client/core/sync_engine.h"
@@ -185,7 +186,21 @@ int RunSync(const GlobalFlags& flags, const CliEnvironment& env, LocalStore* sto
   if (!env.make_transport) return Fail(err, absl::InternalError("no transport configured"));
   std::unique_ptr<Transport> transport =
       env.make_transport(MakeTransportConfig(flags, address));
-  SyncEngine engine(store, transport.get());
+  SyncEngineOptions engine_options;
+  // A long catch-up (a client offline for days) says how far it is, at most
+  // once a second; a quick sync prints nothing extra.
+  absl::Time last_report = absl::Now();
+  engine_options.on_progress = [&](const SyncProgress& p) {
+    const absl::Time now = absl::Now();
+    if (now - last_report < absl::Seconds(1)) return;
+    last_report = now;
+    if (p.phase == SyncProgress::Phase::kPush) {
+      err << "pushing: " << p.done << " of " << p.total << " revision(s) sent\n";
+    } else {
+      err << "pulling: " << p.done << " change(s) received\n";
+    }
+  };
+  SyncEngine engine(store, transport.get(), engine_options);
   absl::StatusOr<SyncSummary> summary = engine.Sync();
   if (!summary.ok()) {
     const int64_t pending = store->PendingCount().value_or(-1);

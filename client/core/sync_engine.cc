@@ -165,6 +165,10 @@ const char* ResolutionName(v1::RevisionResult::Resolution r) {
 absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
   PushSummary summary;
   const int batch_size = options_.push_batch_size > 0 ? options_.push_batch_size : 100;
+  int64_t total = 0;
+  if (options_.on_progress) {
+    PS_ASSIGN_OR_RETURN(total, store_->PendingCount());
+  }
   while (true) {
     PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> batch, store_->PendingRevisions(batch_size));
     if (batch.empty()) break;
@@ -249,6 +253,10 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     summary.conflicts += page.conflicts;
     ++summary.batches;
     for (RejectedRevision& r : page.rejections) summary.rejections.push_back(std::move(r));
+    if (options_.on_progress) {
+      options_.on_progress(
+          SyncProgress{SyncProgress::Phase::kPush, summary.pushed, total, summary.batches});
+    }
   }
   return summary;
 }
@@ -297,6 +305,10 @@ absl::StatusOr<PullSummary> SyncEngine::PullLocked() {
     summary.pulled += static_cast<int64_t>(changes.size());
     summary.applied += applied.applied;
     summary.skipped += applied.skipped;
+    if (options_.on_progress) {
+      options_.on_progress(
+          SyncProgress{SyncProgress::Phase::kPull, summary.pulled, 0, summary.pages});
+    }
     if (!response->has_more()) break;
     if (changes.empty() && response->next_cursor() == cursor) {
       return absl::InternalError("server reported has_more without advancing the cursor");

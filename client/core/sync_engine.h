@@ -102,6 +102,20 @@ struct SnapshotSummary {
 // the call; the empty one comes before the call's stream is destroyed.
 using CancelRegistrar = std::function<void(std::function<void()> cancel)>;
 
+// How far a Push or Pull has come (SyncEngineOptions::on_progress).
+struct SyncProgress {
+  enum class Phase { kPush, kPull };
+  Phase phase = Phase::kPush;
+  // Push: revisions the server answered for so far in this Push. Pull:
+  // changes received (and applied with their cursor) so far in this Pull.
+  int64_t done = 0;
+  // Push: revisions pending when the Push started (local writes made during
+  // it are pushed too, so `done` may pass it). Pull: 0 (unknown: the log
+  // does not say how much is left).
+  int64_t total = 0;
+  int64_t batches = 0;  // push batches answered, or pull pages applied
+};
+
 struct SyncEngineOptions {
   // Revisions per ApplyRevisions call (the spec's 100).
   int push_batch_size = 100;
@@ -125,6 +139,12 @@ struct SyncEngineOptions {
   // The snapshots Pull takes (always of every table, without tombstones).
   uint32_t snapshot_rows_per_message = 0;  // 0 = the server's default
   int64_t snapshot_chunk_rows = 5000;
+  // Called after each push batch is recorded and each pull page is applied,
+  // on the thread running the Push or Pull, with that engine mutex held (it
+  // must not call the engine; it may read the store). For progress bars
+  // and logs of a long catch-up. Costs one count of pending revisions per
+  // Push when set.
+  std::function<void(const SyncProgress&)> on_progress;
 };
 
 struct RejectedRevision {

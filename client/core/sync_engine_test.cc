@@ -231,6 +231,44 @@ TEST_F(SyncEngineTest, ASmallBatchGoesUncompressed) {
   EXPECT_EQ(Pending(), 0);
 }
 
+TEST_F(SyncEngineTest, ProgressIsReportedAfterEachBatchAndPage) {
+  CreateTeams(250);
+  std::vector<SyncProgress> seen;
+  SyncEngineOptions options;
+  options.on_progress = [&](const SyncProgress& p) {
+    // Each report comes after its batch was recorded.
+    EXPECT_EQ(Pending(), p.total - p.done);
+    seen.push_back(p);
+  };
+  SyncEngine engine(store_.get(), &transport_, options);
+  ASSERT_TRUE(engine.Push().ok());
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].phase, SyncProgress::Phase::kPush);
+  EXPECT_EQ(seen[0].done, 100);
+  EXPECT_EQ(seen[1].done, 200);
+  EXPECT_EQ(seen[2].done, 250);
+  EXPECT_EQ(seen[2].total, 250);
+  EXPECT_EQ(seen[2].batches, 3);
+
+  seen.clear();
+  v1::PullChangesResponse p1;
+  *p1.add_changes() = TeamChange(NewUuid(), 1, "A");
+  p1.set_next_cursor("c1");
+  p1.set_has_more(true);
+  v1::PullChangesResponse p2;
+  *p2.add_changes() = TeamChange(NewUuid(), 2, "B");
+  *p2.add_changes() = TeamChange(NewUuid(), 3, "C");
+  p2.set_next_cursor("c2");
+  transport_.pull_pages = {p1, p2};
+  options.on_progress = [&](const SyncProgress& p) { seen.push_back(p); };
+  SyncEngine puller(store_.get(), &transport_, options);
+  ASSERT_TRUE(puller.Pull().ok());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].phase, SyncProgress::Phase::kPull);
+  EXPECT_EQ(seen[1].done, 3);
+  EXPECT_EQ(seen[1].batches, 2);
+}
+
 TEST_F(SyncEngineTest, PushWithoutCompressionUsesPlainFields) {
   CreateTeams(3);
   SyncEngineOptions options;

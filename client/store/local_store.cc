@@ -1,5 +1,6 @@
 #include "client/store/local_store.h"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -334,6 +335,15 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
   PS_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, options.create_if_missing));
   PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms)));
   PS_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys = OFF"));
+  if (options.max_size_bytes > 0) {
+    PS_ASSIGN_OR_RETURN(Statement ps, db.Prepare("PRAGMA page_size"));
+    PS_ASSIGN_OR_RETURN(bool row, ps.Step());
+    const int64_t page_size = row && ps.ColumnInt64(0) > 0 ? ps.ColumnInt64(0) : 4096;
+    PS_ASSIGN_OR_RETURN(Statement max, db.Prepare(absl::StrCat(
+                                           "PRAGMA max_page_count = ",
+                                           std::max<int64_t>(1, options.max_size_bytes / page_size))));
+    PS_RETURN_IF_ERROR(max.Step().status());
+  }
   {
     PS_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode = WAL"));
     PS_ASSIGN_OR_RETURN(bool row, wal.Step());

@@ -115,6 +115,13 @@ struct LocalStoreOptions {
   // ties of equal clocks). Ignored for an existing database.
   std::string origin_id;
   int busy_timeout_ms = 5000;
+  // Largest size of the database file in bytes (PRAGMA max_page_count,
+  // rounded down to whole pages; the WAL file comes on top until a
+  // checkpoint); 0 = no limit but the disk's. A write that would grow the
+  // database past it, like one on a full disk, fails with
+  // kResourceExhausted and stores nothing; what is stored stays intact.
+  // Never below the file's current size.
+  int64_t max_size_bytes = 0;
   // Time source for HLC, created_at and updated_at; must outlive the store.
   // nullptr = WallClock::Real().
   const WallClock* clock = nullptr;

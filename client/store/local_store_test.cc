@@ -10,6 +10,7 @@
 #include "client/store/payload_crypto.h"
 #include "client/store/sqlite.h"
 #include "common/uuid.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace pulsesync {
@@ -151,6 +152,53 @@ TEST_F(LocalStoreTest, OpenCreatesAnOriginThatSurvivesReopen) {
   Reopen();
   EXPECT_FALSE(store_->newly_created());
   EXPECT_EQ(store_->origin_id(), origin);
+}
+
+TEST_F(LocalStoreTest, AFullDatabaseRefusesWritesClearlyAndKeepsWhatItHolds) {
+  // The size limit plays a full disk: SQLite reports both as SQLITE_FULL.
+  store_.reset();
+  LocalStoreOptions options;
+  options.clock = &clock_;
+  options.max_size_bytes = 192 * 1024;
+  absl::StatusOr<std::unique_ptr<LocalStore>> limited = LocalStore::Open(path_, options);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  store_ = *std::move(limited);
+  std::vector<std::string> ids;
+  absl::Status full;
+  const std::string padding(400, 'x');
+  for (int i = 0; i < 1000 && full.ok(); ++i) {
+    absl::StatusOr<std::string> id =
+        store_->Create("team", Json("{\"name\":\"team " + std::to_string(i) + padding + "\"}"));
+    if (id.ok()) {
+      ids.push_back(*id);
+    } else {
+      full = id.status();
+    }
+  }
+  ASSERT_FALSE(full.ok()) << "the limit was never reached";
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(std::string(full.message()), ::testing::HasSubstr("the local database is full"));
+  ASSERT_GT(ids.size(), 10u);
+  // Nothing of the failed write, everything before it; reads still work.
+  EXPECT_EQ(store_->List("team")->size(), ids.size());
+  EXPECT_EQ(*store_->PendingCount(), static_cast<int64_t>(ids.size()));
+  EXPECT_EQ(store_->Update("team", ids[0], Json("{\"name\":\"" + padding + padding + "\"}")).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(MustGet("team", ids[0]).Find("name")->text(), "team 0" + padding);
+
+  // Space comes back (no limit): the same store file takes writes again.
+  store_.reset();
+  {
+    sqlite::SqliteDb raw = Raw();
+    absl::StatusOr<sqlite::Statement> check = raw.Prepare("PRAGMA integrity_check");
+    ASSERT_TRUE(check.ok());
+    ASSERT_TRUE(*check->Step());
+    EXPECT_EQ(check->ColumnText(0), "ok");
+  }
+  Reopen();
+  EXPECT_EQ(store_->List("team")->size(), ids.size());
+  CreateTeam("after");
+  EXPECT_EQ(*store_->PendingCount(), static_cast<int64_t>(ids.size()) + 1);
 }
 
 TEST_F(LocalStoreTest, OpenWithoutCreateOfMissingFileIsNotFound) {

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +15,16 @@ absl::Status StatusFromSqlite(int rc, absl::string_view context, sqlite3* db) {
   if (rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE) return absl::OkStatus();
   std::string message =
       absl::StrCat(context, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  // A full disk (or the database's size limit) fails the statement and
+  // rolls its transaction back; say so plainly, whichever way SQLite
+  // reports it (SQLITE_FULL, or an I/O error whose errno is ENOSPC).
+  const int sys_errno = db != nullptr ? sqlite3_system_errno(db) : 0;
+  if ((rc & 0xff) == SQLITE_FULL ||
+      ((rc & 0xff) == SQLITE_IOERR && (sys_errno == ENOSPC || sys_errno == EDQUOT))) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        message, " (the local database is full: free disk space or raise its size limit, "
+                 "then retry; nothing of this write was stored)"));
+  }
   switch (rc) {
     case SQLITE_BUSY_SNAPSHOT:
       return absl::AbortedError(message);

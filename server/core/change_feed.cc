@@ -165,6 +165,12 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
           page.has_more = true;
         } else {
           next.delivered = upper;
+          // The last page of a batch paged under an older snapshot (the
+          // cursor's batch_upper): transactions that committed since then
+          // are in the next batch, so there may be more right now
+          // (sync.proto's has_more). Without this, a client that resumed
+          // a paged batch (after a crash or a cut) stopped short of them.
+          page.has_more = !cursor.batch_upper.empty() && upper != current;
         }
         page.next_cursor = EncodeCursor(next);
         if (options.event_cursors) {

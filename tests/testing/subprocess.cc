@@ -149,6 +149,7 @@ std::string MakeTempDir(const std::string& prefix) {
 
 std::string PulsesyncdPath() { return PULSESYNCD_PATH; }
 std::string PulsesyncCliPath() { return PULSESYNC_CLI_PATH; }
+std::string FaultClientPath() { return PULSESYNC_FAULT_CLIENT_PATH; }
 std::string SourceDir() { return PULSESYNC_SOURCE_DIR; }
 
 ServerProcess::ServerProcess(std::string database_url, std::string log_path,

@@ -93,6 +93,8 @@ class ServerProcess {
 // Paths of the built binaries (set by CMake).
 std::string PulsesyncdPath();
 std::string PulsesyncCliPath();
+// tests/testing/fault_client_main.cc: a client process for fault tests.
+std::string FaultClientPath();
 // The repository's root (for scripts such as deploy/local/stack.sh).
 std::string SourceDir();
 

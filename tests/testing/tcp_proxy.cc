@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace pulsesync::testing {
 
@@ -44,27 +45,55 @@ TcpProxy::~TcpProxy() {
   generation_++;
   acceptor_.join();
   ::close(listen_fd_);
-  std::vector<std::thread> pumps;
+  std::vector<PumpThread> pumps;
   {
     absl::MutexLock lock(&mu_);
     pumps.swap(pumps_);
   }
-  for (std::thread& t : pumps) t.join();
+  for (PumpThread& p : pumps) p.thread.join();
 }
+
+void TcpProxy::ReapPumps() {
+  std::vector<PumpThread> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = pumps_.begin(); it != pumps_.end();) {
+      if (it->done->load()) {
+        finished.push_back(std::move(*it));
+        it = pumps_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (PumpThread& p : finished) p.thread.join();
+}
+
+std::string TcpProxy::address() const { return absl::StrCat("127.0.0.1:", port_); }
 
 void TcpProxy::SetUp(bool up) {
   up_ = up;
   if (!up) generation_++;
 }
 
+void TcpProxy::ResetConnections() {
+  // The pumps compare their generation with reset_generation_ when they end.
+  reset_generation_ = generation_.fetch_add(1);
+}
+
+void TcpProxy::SetDelay(absl::Duration delay) { delay_us_ = absl::ToInt64Microseconds(delay); }
+
+void TcpProxy::SetStallReplies(bool stall) { stall_replies_ = stall; }
+
 void TcpProxy::AcceptLoop() {
   while (!stopping_) {
+    ReapPumps();
     pollfd p{listen_fd_, POLLIN, 0};
     if (::poll(&p, 1, 50) <= 0) continue;
     const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (client < 0) continue;
     if (!up_) {
-      ::close(client);  // the "database" is down
+      ::close(client);  // the "network" is cut
       continue;
     }
     const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -77,8 +106,18 @@ void TcpProxy::AcceptLoop() {
       ::close(client);
       continue;
     }
+    int one = 1;
+    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ++connections_;
+    ++open_;
+    auto done = std::make_shared<std::atomic<bool>>(false);
     absl::MutexLock lock(&mu_);
-    pumps_.emplace_back([this, client, server] { Pump(client, server); });
+    pumps_.push_back(PumpThread{std::thread([this, client, server, done] {
+                                  Pump(client, server);
+                                  *done = true;
+                                }),
+                                done});
   }
 }
 
@@ -86,15 +125,20 @@ void TcpProxy::Pump(int client_fd, int server_fd) {
   const int generation = generation_.load();
   char buf[65536];
   while (!stopping_ && generation_.load() == generation) {
-    pollfd fds[2] = {{client_fd, POLLIN, 0}, {server_fd, POLLIN, 0}};
-    if (::poll(fds, 2, 50) <= 0) continue;
+    const bool stalled = stall_replies_.load();
+    pollfd fds[2] = {{client_fd, POLLIN, 0}, {server_fd, static_cast<short>(stalled ? 0 : POLLIN), 0}};
+    if (::poll(fds, 2, 20) <= 0) continue;
     bool closed = false;
     for (int i = 0; i < 2 && !closed; ++i) {
       if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      if (i == 1 && stalled) continue;
       const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
       if (n <= 0) {
         closed = true;
         break;
+      }
+      if (const int64_t delay = delay_us_.load(); delay > 0) {
+        absl::SleepFor(absl::Microseconds(delay));
       }
       const int out = i == 0 ? server_fd : client_fd;
       for (ssize_t off = 0; off < n;) {
@@ -108,10 +152,18 @@ void TcpProxy::Pump(int client_fd, int server_fd) {
     }
     if (closed) break;
   }
-  ::shutdown(client_fd, SHUT_RDWR);
-  ::shutdown(server_fd, SHUT_RDWR);
+  if (reset_generation_.load() == generation) {
+    // SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+    linger lin{1, 0};
+    setsockopt(client_fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+    setsockopt(server_fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+  } else {
+    ::shutdown(client_fd, SHUT_RDWR);
+    ::shutdown(server_fd, SHUT_RDWR);
+  }
   ::close(client_fd);
   ::close(server_fd);
+  --open_;
 }
 
 }  // namespace pulsesync::testing

@@ -33,8 +33,9 @@ std::string WithDatabase(const std::string& base, const std::string& dbname) {
   return absl::StrCat(prefix, "/", dbname, suffix);
 }
 
-absl::StatusOr<std::unique_ptr<TestDatabase>> TestDatabase::Create(bool migrated) {
-  const std::string admin = AdminDatabaseUrl();
+absl::StatusOr<std::unique_ptr<TestDatabase>> TestDatabase::Create(bool migrated,
+                                                                   const std::string& admin_url) {
+  const std::string admin = admin_url.empty() ? AdminDatabaseUrl() : admin_url;
   if (admin.empty()) return absl::FailedPreconditionError("PULSESYNC_TEST_DATABASE_URL is not set");
   std::string id = NewUuid().substr(0, 8) + NewUuid().substr(24, 12);
   const std::string name = absl::StrCat("pstest_", id);
@@ -45,7 +46,7 @@ absl::StatusOr<std::unique_ptr<TestDatabase>> TestDatabase::Create(bool migrated
   } catch (const std::exception& e) {
     return StatusFromException(e);
   }
-  std::unique_ptr<TestDatabase> db(new TestDatabase(name, WithDatabase(admin, name)));
+  std::unique_ptr<TestDatabase> db(new TestDatabase(name, WithDatabase(admin, name), admin));
   if (migrated) {
     PS_ASSIGN_OR_RETURN(std::vector<Migration> migrations, LoadMigrations(DefaultMigrationsDir()));
     PgSessionOptions options;
@@ -58,7 +59,7 @@ absl::StatusOr<std::unique_ptr<TestDatabase>> TestDatabase::Create(bool migrated
 
 TestDatabase::~TestDatabase() {
   try {
-    pqxx::connection conn(AdminDatabaseUrl());
+    pqxx::connection conn(admin_url_);
     pqxx::nontransaction tx(conn);
     tx.exec(absl::StrCat("DROP DATABASE IF EXISTS ", name_, " WITH (FORCE)"));
   } catch (const std::exception&) {

@@ -35,8 +35,11 @@ bool RunningInCi();
 // connections) on destruction.
 class TestDatabase {
  public:
-  // `migrated`: apply migrations/ with the server's migrator.
-  static absl::StatusOr<std::unique_ptr<TestDatabase>> Create(bool migrated = true);
+  // `migrated`: apply migrations/ with the server's migrator. `admin_url`:
+  // the cluster to create it on; "" = AdminDatabaseUrl() (a PgCluster's
+  // url() for a private one).
+  static absl::StatusOr<std::unique_ptr<TestDatabase>> Create(bool migrated = true,
+                                                              const std::string& admin_url = "");
   ~TestDatabase();
 
   const std::string& url() const { return url_; }
@@ -48,9 +51,11 @@ class TestDatabase {
   absl::Status Execute(const std::string& sql) const;
 
  private:
-  TestDatabase(std::string name, std::string url) : name_(std::move(name)), url_(std::move(url)) {}
+  TestDatabase(std::string name, std::string url, std::string admin_url)
+      : name_(std::move(name)), url_(std::move(url)), admin_url_(std::move(admin_url)) {}
   std::string name_;
   std::string url_;
+  std::string admin_url_;
 };
 
 // `base` with its database name replaced by `dbname`.
