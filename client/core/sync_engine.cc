@@ -169,6 +169,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
   if (options_.on_progress) {
     PS_ASSIGN_OR_RETURN(total, store_->PendingCount());
   }
+  bool resent = false;
   while (true) {
     PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> batch, store_->PendingRevisions(batch_size));
     if (batch.empty()) break;
@@ -189,6 +190,7 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     outcomes.reserve(batch.size());
     PushSummary page;
     std::string out_of_order;  // the server's reason, if it held revisions back
+    int64_t expected_seq = 0;  // and the seq it expects next from this origin
     for (size_t i = 0; i < batch.size(); ++i) {
       const v1::RevisionResult& result = response->results(static_cast<int>(i));
       const PendingRevision& rev = batch[i];
@@ -224,7 +226,10 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
         case v1::RevisionResult::OUTCOME_OUT_OF_ORDER:
           // Not applied, nothing recorded: it stays pending and goes again
           // (in seq order) next time.
-          if (out_of_order.empty()) out_of_order = result.reason();
+          if (out_of_order.empty()) {
+            out_of_order = result.reason();
+            expected_seq = result.expected_seq();
+          }
           continue;
         default:
           return absl::InternalError(
@@ -233,6 +238,20 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
       outcomes.push_back(std::move(o));
     }
     PS_RETURN_IF_ERROR(store_->RecordPushResults(outcomes));
+    if (!out_of_order.empty() && expected_seq > 0 && !resent) {
+      // The server expects a seq this database counts as answered: it lost
+      // acknowledged revisions (restored from an older backup, or commits
+      // lost in a crash). Send them again from there, once per push.
+      PS_ASSIGN_OR_RETURN(int64_t reopened, store_->ResendFrom(expected_seq));
+      if (reopened > 0) {
+        LogWarning("server lost acknowledged revisions; sending them again",
+                   {{"from_seq", expected_seq}, {"revisions", reopened}});
+        resent = true;
+        summary.resent += reopened;
+        if (options_.on_progress) total += reopened;
+        continue;
+      }
+    }
     if (!out_of_order.empty()) {
       // Pushing again now would meet the same gap: report it and stop.
       LogWarning("server held revisions back", {{"reason", out_of_order}});

@@ -163,6 +163,9 @@ struct PushSummary {
   // APPLIED or DUPLICATE with RESOLUTION_CONFLICT: a conflict record was
   // made (LocalStore::ListConflicts shows it once pulled).
   int64_t conflicts = 0;
+  // Revisions this database counted as answered but the server had lost
+  // (it expected an earlier seq): sent again.
+  int64_t resent = 0;
   int64_t batches = 0;
   std::vector<RejectedRevision> rejections;
 };

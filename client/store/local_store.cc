@@ -881,6 +881,22 @@ absl::StatusOr<int64_t> LocalStore::PendingCount() {
   return row ? st.ColumnInt64(0) : 0;
 }
 
+absl::StatusOr<int64_t> LocalStore::ResendFrom(int64_t seq) {
+  absl::MutexLock lock(&mu_);
+  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+  PS_ASSIGN_OR_RETURN(Statement st,
+                      db_.Prepare("UPDATE revisions SET synced = 0, outcome = NULL, "
+                                  "reject_reason = NULL, server_version = NULL, superseded = 0, "
+                                  "resolution = NULL WHERE origin_id = ? AND seq >= ? AND seq > 0 "
+                                  "AND synced = 1"));
+  PS_RETURN_IF_ERROR(st.BindText(1, origin_id_));
+  PS_RETURN_IF_ERROR(st.BindInt64(2, seq));
+  PS_RETURN_IF_ERROR(st.Run());
+  const int64_t reopened = db_.changes();
+  PS_RETURN_IF_ERROR(txn.Commit());
+  return reopened;
+}
+
 absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outcomes) {
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));

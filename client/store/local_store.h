@@ -314,6 +314,11 @@ class LocalStore {
   // Unknown revision ids are kNotFound and nothing is recorded.
   [[nodiscard]] absl::Status RecordPushResults(const std::vector<PushOutcome>& outcomes);
 
+  // Makes this origin's answered revisions from `seq` on pending again, in
+  // one transaction, for a server that lost them (it answered OUT_OF_ORDER
+  // expecting `seq`). Their outcomes are cleared; returns how many.
+  [[nodiscard]] absl::StatusOr<int64_t> ResendFrom(int64_t seq);
+
   // --- Pull side ---
 
   // Applies one page of remote changes and stores `next_cursor`, in one

@@ -213,6 +213,14 @@ absl::StatusOr<std::vector<v1::RevisionResult>> ApplyRevisionBatch(
           if (!row[6].is_null()) res.set_conflicts(row[6].as<uint32_t>());
           if (!row[7].is_null()) res.set_record(row[7].as<std::string>());
         }
+        // Where each held-back origin must resume (RevisionResult.expected_seq).
+        for (size_t k = 0; k < sent.size(); ++k) {
+          v1::RevisionResult& res = results[sent[k]];
+          if (res.outcome() != v1::RevisionResult::OUTCOME_OUT_OF_ORDER) continue;
+          res.set_expected_seq(tx.exec_params1("SELECT pulsesync.origin_next_seq($1)",
+                                               revisions[sent[k]].origin_id())[0]
+                                   .as<int64_t>());
+        }
         return absl::OkStatus();
       }));
   return results;
