@@ -1,0 +1,141 @@
+// client_bench: the client library's local writes and its push, beside raw
+// SQLite on the same file system in the same run.
+//
+//   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
+//     build/bench/client_bench [--writes=2000] [--pending=10000]
+//
+// Figures (printed, never asserted):
+//   local write   LocalStore::Create: the row and its revision in one
+//                 BEGIN IMMEDIATE transaction (WAL), latency p50/p99
+//   ceiling       raw SQLite: one INSERT of a similar row per transaction
+//   push          --pending revisions pushed by SyncEngine::Push to a real
+//                 pulsesyncd over loopback (batches of 100)
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "client/core/sync_engine.h"
+#include "client/store/local_store.h"
+#include "client/transport/grpc_transport.h"
+#include "common/json.h"
+#include "common/uuid.h"
+#include "tests/testing/subprocess.h"
+#include "tests/testing/test_database.h"
+
+ABSL_FLAG(int, writes, 2000, "local writes timed one by one");
+ABSL_FLAG(int, pending, 10000, "pending revisions pushed at once");
+
+namespace pulsesync {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+std::vector<double> RawSqlite(const std::string& path, int n) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; CREATE TABLE t (id TEXT PRIMARY KEY, team_id TEXT, "
+               "title TEXT, priority INTEGER, payload TEXT)",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, 'task', 1, ?)", -1, &st, nullptr);
+  std::vector<double> ms;
+  for (int i = 0; i < n; ++i) {
+    const std::string id = NewUuid();
+    const auto t0 = Clock::now();
+    sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    sqlite3_bind_text(st, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, "{\"title\":\"task\"}", -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return ms;
+}
+
+int Main() {
+  const int writes = absl::GetFlag(FLAGS_writes);
+  const int pending = absl::GetFlag(FLAGS_pending);
+  const std::string dir = testing::MakeTempDir("client_bench");
+  const std::string team = NewUuid();
+  JsonValue fields = JsonValue::Object();
+  fields.Set("team_id", JsonValue::String(team));
+  fields.Set("title", JsonValue::String("task"));
+  fields.Set("priority", JsonValue::Number(1));
+
+  const std::vector<double> raw = RawSqlite(dir + "/raw.db", writes);
+  std::vector<double> local;
+  {
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(dir + "/local.db");
+    if (!store.ok()) return 1;
+    for (int i = 0; i < writes; ++i) {
+      const auto t0 = Clock::now();
+      if (!(*store)->Create("task", fields).ok()) return 1;
+      local.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+  }
+  double total_local = 0;
+  for (double v : local) total_local += v;
+  std::printf("client_bench: %d writes, WAL on %s\n", writes, dir.c_str());
+  std::printf("  %-46s p50 %.3f ms  p99 %.3f ms\n", "ceiling: raw SQLite, 1 INSERT per transaction",
+              Percentile(raw, 0.5), Percentile(raw, 0.99));
+  std::printf("  %-46s p50 %.3f ms  p99 %.3f ms  (%.0f writes/s)  goal: p99 < 2 ms\n",
+              "local write: row + revision, 1 transaction", Percentile(local, 0.5),
+              Percentile(local, 0.99), 1000.0 * writes / total_local);
+
+  if (std::getenv("PULSESYNC_TEST_DATABASE_URL") == nullptr) {
+    std::printf("  push: skipped (PULSESYNC_TEST_DATABASE_URL is not set)\n");
+    return 0;
+  }
+  absl::StatusOr<std::unique_ptr<testing::TestDatabase>> db = testing::TestDatabase::Create();
+  if (!db.ok()) return 1;
+  if (!(*db)->Execute(absl::StrCat("INSERT INTO teams (id, name) VALUES ('", team, "', 'T')")).ok()) {
+    return 1;
+  }
+  testing::ServerProcess server((*db)->url(), dir + "/pulsesyncd.log");
+  if (!server.Start().ok()) return 1;
+  absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(dir + "/push.db");
+  if (!store.ok()) return 1;
+  for (int i = 0; i < pending; ++i) {
+    if (!(*store)->Create("task", fields).ok()) return 1;
+  }
+  std::unique_ptr<GrpcTransport> transport = GrpcTransport::Create(server.address());
+  SyncEngine engine(store->get(), transport.get());
+  const auto t0 = Clock::now();
+  absl::StatusOr<PushSummary> pushed = engine.Push();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!pushed.ok() || pushed->applied != pending) {
+    std::fprintf(stderr, "push failed\n");
+    return 1;
+  }
+  std::printf("  %-46s %.2f s (%.0f revisions/s)  goal: < 1 s for 10,000\n",
+              absl::StrCat("push of ", pending, " pending revisions").c_str(), secs,
+              pending / secs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return pulsesync::Main();
+}
