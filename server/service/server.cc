@@ -344,6 +344,9 @@ void SyncServer::Shutdown(absl::Duration grace) {
   if (impl_ == nullptr || impl_->shut_down) return;
   impl_->shut_down = true;
   impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  // No new work from here on (UNAVAILABLE), before anyone is told to go
+  // elsewhere; what is queued still runs.
+  impl_->pool->Close();
   // Streams end first, with UNAVAILABLE: clients resume from their cursor
   // on another replica (or on this one when it is back). Then the workers
   // finish what is queued and refuse the rest (UNAVAILABLE). Every call is

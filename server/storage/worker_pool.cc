@@ -27,6 +27,11 @@ absl::Status WorkerPool::Submit(Job job) {
   return absl::OkStatus();
 }
 
+void WorkerPool::Close() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+}
+
 void WorkerPool::Stop() {
   {
     absl::MutexLock lock(&mu_);

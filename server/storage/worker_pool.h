@@ -39,6 +39,10 @@ class WorkerPool {
   // Refuses new jobs, runs the jobs already queued, then joins the workers.
   // Idempotent.
   void Stop();
+  // Refuses new jobs (Submit answers UNAVAILABLE) and lets the queued ones
+  // run; Stop() then waits for them. The first step of a shutdown, so that
+  // no call is accepted after streams were told to go elsewhere.
+  void Close();
 
   int size() const { return static_cast<int>(threads_.size()); }
 
