@@ -141,9 +141,4 @@ std::string TaskStats::cursor() const {
   return cursor_;
 }
 
-bool TaskStats::loaded() const {
-  absl::ReaderMutexLock lock(&mu_);
-  return loaded_;
-}
-
 }  // namespace pulsesync

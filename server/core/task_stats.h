@@ -54,7 +54,6 @@ class TaskStats {
       ABSL_LOCKS_EXCLUDED(mu_);
   // The cursor the counts are current to.
   std::string cursor() const ABSL_LOCKS_EXCLUDED(mu_);
-  bool loaded() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // Adds `sign` (+1/-1) of one task row (a JSON object) if it is live.
