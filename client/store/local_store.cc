@@ -1,6 +1,7 @@
 #include "client/store/local_store.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -35,10 +36,11 @@ const char* const kOpDelete = "delete";
 // --- Schema ---
 
 // The local database's layout (PRAGMA user_version). 2: the _extra column,
-// revisions.resolution, the conflicts table. Independent of the schema
+// revisions.resolution, the conflicts table. 3: server_rows (invariant 13).
+// Independent of the schema
 // version the store acts as (LocalStoreOptions::schema_version): tables gain
 // the columns of a newer schema when opened as it (EnsureCatalog).
-constexpr int kLocalLayoutVersion = 2;
+constexpr int kLocalLayoutVersion = 3;
 
 // Per row, the fields the server sent that this client's schema does not
 // have (a newer schema's columns), as a JSON object: kept, not dropped, and
@@ -106,6 +108,18 @@ CREATE TABLE sync_state (
   server_address TEXT,
   schema_version INTEGER
 );
+)sql";
+
+// Invariant 13: the server's row behind fields that pending revisions keep.
+// `record` is the row as the server sent it (JSON); NULL = hard-deleted.
+constexpr absl::string_view kServerRowsDdl = R"sql(
+CREATE TABLE server_rows (
+  object_type TEXT NOT NULL,
+  object_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  record TEXT,
+  PRIMARY KEY (object_type, object_id)
+) WITHOUT ROWID;
 )sql";
 
 // The catalog's columns, then _extra (RowToJson reads it last).
@@ -377,7 +391,7 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
       for (const ObjectTypeDef& def : AllObjectTypes(options.schema_version)) {
         absl::StrAppend(&ddl, TableDdl(def));
       }
-      absl::StrAppend(&ddl, kSyncTablesDdl);
+      absl::StrAppend(&ddl, kSyncTablesDdl, kServerRowsDdl);
       PS_RETURN_IF_ERROR(db.Exec(ddl));
       PS_ASSIGN_OR_RETURN(Statement ins,
                           db.Prepare("INSERT INTO sync_state (id, origin_id, next_seq) "
@@ -396,6 +410,7 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
       }
       PS_RETURN_IF_ERROR(db.Exec(ddl));
     }
+    if (version == 1 || version == 2) PS_RETURN_IF_ERROR(db.Exec(kServerRowsDdl));
     PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kLocalLayoutVersion)));
     PS_RETURN_IF_ERROR(EnsureCatalog(db, options.schema_version));
     // Rows kept by another schema version may hold, beside the row, fields
@@ -932,6 +947,16 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
   // (after they left the pending set, so their fields are not kept).
   std::optional<HybridLogicalClock> hlc;
   std::optional<StateRow> state;
+  auto clock = [&]() -> absl::StatusOr<HybridLogicalClock*> {
+    if (!state.has_value()) {
+      PS_ASSIGN_OR_RETURN(StateRow loaded, LoadState());
+      state = std::move(loaded);
+      hlc.emplace(clock_, state->hlc);
+    }
+    return &*hlc;
+  };
+  PS_ASSIGN_OR_RETURN(Statement type_of,
+                      db_.Prepare("SELECT object_type FROM revisions WHERE id = ?"));
   for (const PushOutcome& o : outcomes) {
     if (o.record.empty()) continue;
     absl::StatusOr<JsonValue> record = ParseJson(o.record);
@@ -942,27 +967,92 @@ absl::Status LocalStore::RecordPushResults(const std::vector<PushOutcome>& outco
                  {{"revision_id", o.revision_id}});
       continue;
     }
-    PS_ASSIGN_OR_RETURN(Statement type_of,
-                        db_.Prepare("SELECT object_type FROM revisions WHERE id = ?"));
+    type_of.Reset();
     PS_RETURN_IF_ERROR(type_of.BindText(1, o.revision_id));
     PS_ASSIGN_OR_RETURN(bool found, type_of.Step());
     if (!found) continue;
     const ObjectTypeDef* def = FindObjectType(type_of.ColumnText(0), schema_version_);
     if (def == nullptr) continue;
-    if (!state.has_value()) {
-      PS_ASSIGN_OR_RETURN(StateRow loaded, LoadState());
-      state = std::move(loaded);
-      hlc.emplace(clock_, state->hlc);
-    }
+    PS_ASSIGN_OR_RETURN(HybridLogicalClock * c, clock());
     PS_RETURN_IF_ERROR(ApplyRecord(def, absl::AsciiStrToLower(id->text()), *version->AsInt64(),
-                                   /*hard_delete=*/false, *record, &*hlc, /*same_version=*/true)
+                                   /*hard_delete=*/false, *record, c, /*same_version=*/true)
                            .status());
   }
+  PS_RETURN_IF_ERROR(ReapplyServerRows(outcomes, clock));
   if (state.has_value()) {
     state->hlc = hlc->last();
     PS_RETURN_IF_ERROR(SaveState(*state));
   }
   return txn.Commit();
+}
+
+absl::Status LocalStore::ReapplyServerRows(
+    const std::vector<PushOutcome>& outcomes,
+    absl::FunctionRef<absl::StatusOr<HybridLogicalClock*>()> clock) {
+  {
+    // Nearly always empty: nothing to do.
+    PS_ASSIGN_OR_RETURN(Statement any, db_.Prepare("SELECT EXISTS (SELECT 1 FROM server_rows)"));
+    PS_ASSIGN_OR_RETURN(bool row, any.Step());
+    if (!row || any.ColumnInt64(0) == 0) return absl::OkStatus();
+  }
+  // Per object answered: the newest version an answer names (0 for a
+  // rejection, which wrote nothing).
+  std::map<std::pair<std::string, std::string>, int64_t> answered;
+  {
+    PS_ASSIGN_OR_RETURN(Statement of,
+                        db_.Prepare("SELECT object_type, object_id FROM revisions WHERE id = ?"));
+    for (const PushOutcome& o : outcomes) {
+      of.Reset();
+      PS_RETURN_IF_ERROR(of.BindText(1, o.revision_id));
+      PS_ASSIGN_OR_RETURN(bool found, of.Step());
+      if (!found) continue;
+      int64_t& newest = answered[{of.ColumnText(0), of.ColumnText(1)}];
+      if (o.kind != PushOutcome::Kind::kRejected) newest = std::max(newest, o.server_version);
+    }
+  }
+  PS_ASSIGN_OR_RETURN(Statement get,
+                      db_.Prepare("SELECT version, record FROM server_rows "
+                                  "WHERE object_type = ? AND object_id = ?"));
+  PS_ASSIGN_OR_RETURN(Statement drop,
+                      db_.Prepare("DELETE FROM server_rows WHERE object_type = ?1 AND "
+                                  "object_id = ?2 AND NOT EXISTS (SELECT 1 FROM revisions "
+                                  "WHERE object_type = ?1 AND object_id = ?2 AND synced = 0)"));
+  for (const auto& [object, newest] : answered) {
+    const auto& [object_type, object_id] = object;
+    const ObjectTypeDef* def = FindObjectType(object_type, schema_version_);
+    if (def == nullptr) continue;
+    get.Reset();
+    PS_RETURN_IF_ERROR(get.BindText(1, object_type));
+    PS_RETURN_IF_ERROR(get.BindText(2, object_id));
+    PS_ASSIGN_OR_RETURN(bool found, get.Step());
+    if (!found) continue;
+    const int64_t version = get.ColumnInt64(0);
+    const bool hard_delete = get.column_kind(1) == Statement::ColumnKind::kNull;
+    const std::string text = hard_delete ? "" : get.ColumnText(1);
+    get.Reset();
+    // Newer answers: the feed brings their version, which replaces the row.
+    if (newest <= version) {
+      JsonValue record = JsonValue::Object();
+      if (!hard_delete) {
+        absl::StatusOr<JsonValue> parsed = ParseJson(text);
+        if (!parsed.ok() || !parsed->is_object()) {
+          return absl::DataLossError(
+              absl::StrCat("kept server row of ", object_type, " ", object_id, " is not JSON"));
+        }
+        record = *std::move(parsed);
+      }
+      PS_ASSIGN_OR_RETURN(HybridLogicalClock * hlc, clock());
+      // ApplyRecord skips it if the local row is newer (a stale kept row).
+      PS_RETURN_IF_ERROR(ApplyRecord(def, object_id, version, hard_delete, record, hlc,
+                                     /*same_version=*/true)
+                             .status());
+    }
+    drop.Reset();
+    PS_RETURN_IF_ERROR(drop.BindText(1, object_type));
+    PS_RETURN_IF_ERROR(drop.BindText(2, object_id));
+    PS_RETURN_IF_ERROR(drop.Run());
+  }
+  return absl::OkStatus();
 }
 
 // --- Pull side ---
@@ -1010,6 +1100,22 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   }
   // A pending write (or delete) also decides whether the object exists.
   if (has_pending) kept.insert("deleted");
+  // Invariant 13: what is held back here is applied when the pending
+  // revisions are answered.
+  if (has_pending) {
+    PS_ASSIGN_OR_RETURN(Statement put,
+                        db_.Prepare("INSERT OR REPLACE INTO server_rows (object_type, object_id, "
+                                    "version, record) VALUES (?, ?, ?, ?)"));
+    PS_RETURN_IF_ERROR(put.BindText(1, def->object_type));
+    PS_RETURN_IF_ERROR(put.BindText(2, id));
+    PS_RETURN_IF_ERROR(put.BindInt64(3, version));
+    if (hard_delete) {
+      PS_RETURN_IF_ERROR(put.BindNull(4));
+    } else {
+      PS_RETURN_IF_ERROR(put.BindText(4, record.Serialize()));
+    }
+    PS_RETURN_IF_ERROR(put.Run());
+  }
 
   if (const JsonValue* h = record.Find("hlc"); h != nullptr && h->is_string()) {
     if (absl::StatusOr<HlcTimestamp> ts = ParseHlc(h->text()); ts.ok()) {

@@ -24,6 +24,17 @@
 //  6. Local writes never change a row's `version`: it is the last server
 //     version this database has seen for the row, and becomes the
 //     base_version of the next local revision.
+// 13. What invariant 5 holds back is not thrown away: while an object has
+//     pending revisions, the last server row applied to it is kept in
+//     `server_rows` (at the local row's version). When revisions leave the
+//     pending set (RecordPushResults) and the server's answers are no newer
+//     than that row, the row is applied again, so fields no longer owned by
+//     a pending revision take the server's values. Without it, a change
+//     pulled after the server applied a revision but before its answer was
+//     recorded (a live stream racing the push, or a lost answer retried as
+//     DUPLICATE) left the optimistic value in place at the server's version
+//     for ever. An answer newer than the kept row needs nothing: the feed
+//     still has that version to deliver.
 //
 // Revision lifecycle (column values):
 //   local write           -> synced=0, outcome NULL            (WriteRevision)
@@ -88,6 +99,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -457,6 +469,12 @@ class LocalStore {
                                            int64_t version, bool hard_delete,
                                            const JsonValue& record, HybridLogicalClock* hlc,
                                            bool same_version = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Invariant 13, after `outcomes` were recorded. `clock` gives the HLC
+  // that observes the rows' clocks.
+  absl::Status ReapplyServerRows(const std::vector<PushOutcome>& outcomes,
+                                 absl::FunctionRef<absl::StatusOr<HybridLogicalClock*>()> clock)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status BeginSnapshotLocked(const std::vector<std::string>& tables)

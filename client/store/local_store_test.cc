@@ -182,7 +182,9 @@ TEST_F(LocalStoreTest, AFullDatabaseRefusesWritesClearlyAndKeepsWhatItHolds) {
   // Nothing of the failed write, everything before it; reads still work.
   EXPECT_EQ(store_->List("team")->size(), ids.size());
   EXPECT_EQ(*store_->PendingCount(), static_cast<int64_t>(ids.size()));
-  EXPECT_EQ(store_->Update("team", ids[0], Json("{\"name\":\"" + padding + padding + "\"}")).code(),
+  // Larger than any free space left in the file's pages.
+  EXPECT_EQ(store_->Update("team", ids[0], Json("{\"name\":\"" + std::string(32 * 1024, 'y') + "\"}"))
+                .code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(MustGet("team", ids[0]).Find("name")->text(), "team 0" + padding);
 
@@ -1104,6 +1106,103 @@ TEST_F(LocalStoreConflictTest, ASupersededPushRestoresTheServersRowAtTheSameVers
   EXPECT_EQ(CountRows("SELECT count(*) FROM revisions WHERE resolution = 'superseded'"), 1);
 }
 
+// Invariant 13. The soak's divergence: the server applied the push, then a
+// newer change of the same field (another device, later clock) reached this
+// client before the push's answer did; the pending revision kept its value
+// through that change, and nothing newer ever came to replace it.
+TEST_F(LocalStoreConflictTest, AChangePulledBeforeThePushAnswerIsNotLostToTheOptimisticValue) {
+  const std::string task = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges(
+                        {TaskChange(task, 10, "\"title\":\"Server\",\"status\":\"todo\"")}, "c1")
+                  .ok());
+  ASSERT_TRUE(store_->Update("task", task, Json("{\"title\":\"Mine\"}")).ok());
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 1u);
+  // The feed, racing the answer: v11 is the push itself, v12 a later edit.
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {TaskChange(task, 11, "\"title\":\"Mine\",\"status\":\"todo\""),
+                       TaskChange(task, 12, "\"title\":\"Later\",\"status\":\"done\"")},
+                      "c2")
+                  .ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Mine") << "still pending: kept";
+  EXPECT_EQ(MustGet("task", task).Find("status")->text(), "done");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 1);
+  PushOutcome o;
+  o.revision_id = (*pending)[0].id;
+  o.kind = PushOutcome::Kind::kDuplicate;  // e.g. the first answer was lost
+  o.server_version = 11;
+  o.resolution = "applied";
+  ASSERT_TRUE(store_->RecordPushResults({o}).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Later");
+  EXPECT_EQ(*MustGet("task", task).Find("version")->AsInt64(), 12);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 0) << "nothing pending: dropped";
+}
+
+TEST_F(LocalStoreConflictTest, AnAnswerNewerThanTheKeptRowWaitsForTheFeed) {
+  const std::string task = NewUuid();
+  ASSERT_TRUE(
+      store_->ApplyRemoteChanges({TaskChange(task, 10, "\"title\":\"Server\"")}, "c1").ok());
+  ASSERT_TRUE(store_->Update("task", task, Json("{\"title\":\"Mine\"}")).ok());
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 1u);
+  ASSERT_TRUE(
+      store_->ApplyRemoteChanges({TaskChange(task, 11, "\"title\":\"Other\"")}, "c2").ok());
+  PushOutcome o;
+  o.revision_id = (*pending)[0].id;
+  o.server_version = 12;  // applied after v11: the feed has v12 to deliver
+  o.resolution = "applied";
+  ASSERT_TRUE(store_->RecordPushResults({o}).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Mine")
+      << "v11 is older than the write: not put back";
+  ASSERT_TRUE(
+      store_->ApplyRemoteChanges({TaskChange(task, 12, "\"title\":\"Mine\"")}, "c3").ok());
+  EXPECT_EQ(*MustGet("task", task).Find("version")->AsInt64(), 12);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 0);
+}
+
+TEST_F(LocalStoreConflictTest, ARejectedWriteTakesTheServersValuesKeptMeanwhile) {
+  const std::string task = NewUuid();
+  const std::string gone = NewUuid();
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges({TaskChange(task, 10, "\"title\":\"Server\""),
+                                        TaskChange(gone, 10, "\"title\":\"Gone\"")},
+                                       "c1")
+                  .ok());
+  ASSERT_TRUE(store_->Update("task", task, Json("{\"title\":\"Mine\",\"status\":\"done\"}")).ok());
+  ASSERT_TRUE(store_->Update("task", gone, Json("{\"title\":\"Mine too\"}")).ok());
+  // A second pending revision of `task`, answered later.
+  ASSERT_TRUE(store_->Update("task", task, Json("{\"status\":\"doing\"}")).ok());
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok() && pending->size() == 3u);
+  RemoteChange hard;
+  hard.object_type = "task";
+  hard.event = ChangeEvent::kDelete;
+  hard.object_id = gone;
+  hard.version = 11;
+  ASSERT_TRUE(store_
+                  ->ApplyRemoteChanges(
+                      {TaskChange(task, 11, "\"title\":\"Theirs\",\"status\":\"todo\""), hard},
+                      "c2")
+                  .ok());
+  EXPECT_TRUE(store_->Get("task", gone)->has_value()) << "the pending write holds it";
+  std::vector<PushOutcome> answers;
+  for (int i : {0, 1}) {
+    PushOutcome o;
+    o.revision_id = (*pending)[i].id;
+    o.kind = PushOutcome::Kind::kRejected;
+    o.reject_reason = "not allowed";
+    answers.push_back(o);
+  }
+  ASSERT_TRUE(store_->RecordPushResults(answers).ok());
+  EXPECT_EQ(MustGet("task", task).Find("title")->text(), "Theirs");
+  EXPECT_EQ(MustGet("task", task).Find("status")->text(), "doing")
+      << "the revision still pending keeps its field";
+  EXPECT_FALSE(store_->Get("task", gone, ReadOptions{true})->has_value())
+      << "deleted on the server while the rejected write was pending";
+  EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 1) << "task: one revision pending";
+}
+
 TEST_F(LocalStoreConflictTest, FieldsOfANewerSchemaAreKeptAndMoveIntoTheirColumnOnUpgrade) {
   store_.reset();
   {
@@ -1145,7 +1244,8 @@ TEST_F(LocalStoreConflictTest, ALayoutOneDatabaseIsUpgradedInPlace) {
   store_.reset();
   {
     sqlite::SqliteDb raw = Raw();
-    std::string ddl = "DROP TABLE conflicts; ALTER TABLE revisions DROP COLUMN resolution; "
+    std::string ddl = "DROP TABLE conflicts; DROP TABLE server_rows; "
+                      "ALTER TABLE revisions DROP COLUMN resolution; "
                       "ALTER TABLE tasks DROP COLUMN is_archived; PRAGMA user_version = 1;"
                       "ALTER TABLE sync_state DROP COLUMN schema_version;";
     for (const char* t : {"teams", "users", "team_members", "projects", "tasks"}) {
@@ -1157,7 +1257,8 @@ TEST_F(LocalStoreConflictTest, ALayoutOneDatabaseIsUpgradedInPlace) {
   EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Old");
   EXPECT_EQ(*store_->PendingCount(), 1);
   EXPECT_TRUE(store_->ListConflicts().ok());
-  EXPECT_EQ(CountRows("PRAGMA user_version"), 2);
+  EXPECT_EQ(CountRows("PRAGMA user_version"), 3);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 0) << "layout 3's table exists";
   EXPECT_EQ(CountRows("SELECT count(*) FROM pragma_table_info('tasks') WHERE name IN "
                       "('is_archived', '_extra')"),
             2);

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/json.h"
 #include "common/uuid.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -161,6 +162,52 @@ TEST_F(ClientFaultsE2eTest, ALostAnswerIsRetriedAsADuplicateAndAppliedOnce) {
   EXPECT_EQ(client->Pending(), 0);
   EXPECT_OK(testing::CheckAcknowledgedExactlyOnce(*db_, client->AckedRevisionIds()));
   EXPECT_EQ(ServerTasks().size(), 3u);
+}
+
+// The soak's divergence (LocalStore invariant 13): the server applied an
+// edit whose answer was lost; another device then edited the same field,
+// and this client pulled both changes while its own edit was still pending
+// (so it kept its value through them). The retry is answered DUPLICATE with
+// nothing newer to come: the client must still end with the later edit.
+TEST_F(ClientFaultsE2eTest, ALaterEditPulledBeforeALostAnswerIsRetriedIsNotLost) {
+  ASSERT_OK_AND_ASSIGN(auto proxy, TcpProxy::Start("127.0.0.1", server_->port()));
+  TestClientOptions o;
+  o.deadline = absl::Seconds(2);
+  ASSERT_OK_AND_ASSIGN(auto client, TestClient::Open(dir_ + "/c.db", proxy->address(), o));
+  ASSERT_OK_AND_ASSIGN(auto other, TestClient::Open(dir_ + "/o.db", server_->address()));
+  ASSERT_OK_AND_ASSIGN(const std::string task, client->CreateTask(team_, "first"));
+  ASSERT_OK(client->SyncAll(absl::Seconds(20)));
+  ASSERT_OK(other->SyncAll(absl::Seconds(20)));
+
+  ASSERT_OK(client->store()->Update(
+      "task", task, JsonValue::Object({{"title", JsonValue::String("mine")}})));
+  proxy->SetStallReplies(true);
+  EXPECT_FALSE(client->engine()->Push().ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return db_->QueryValue(absl::StrCat("SELECT title FROM tasks WHERE id = '", task, "'"))
+                   .value_or("") == "mine";
+      },
+      absl::Seconds(10)));
+  proxy->SetStallReplies(false);
+  proxy->ResetConnections();
+
+  ASSERT_OK(other->SyncAll(absl::Seconds(20)));
+  ASSERT_OK(other->store()->Update(
+      "task", task, JsonValue::Object({{"title", JsonValue::String("theirs, later")}})));
+  ASSERT_OK(other->SyncAll(absl::Seconds(20)));
+
+  absl::StatusOr<PullSummary> pulled;
+  ASSERT_TRUE(WaitFor([&] { return (pulled = client->engine()->Pull()).ok(); },
+                      absl::Seconds(20), absl::Milliseconds(50)))
+      << pulled.status();
+  EXPECT_EQ(client->Tasks(team_)[task].title, "mine") << "still pending: kept";
+  EXPECT_EQ(client->Pending(), 1);
+  absl::StatusOr<PushSummary> retried = client->engine()->Push();
+  ASSERT_OK(retried.status());
+  EXPECT_EQ(retried->duplicate, 1);
+  EXPECT_EQ(ServerTasks()[task].title, "theirs, later");
+  EXPECT_EQ(testing::DiffTasks(ServerTasks(), client->Tasks(team_)), "");
 }
 
 // --- The client process killed ---
