@@ -1,9 +1,13 @@
 #include "server/core/change_feed.h"
 
+#include <atomic>
+#include <optional>
+
 #include <pqxx/pqxx>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "server/core/cursor.h"
 #include "server/storage/pg_session.h"
@@ -14,6 +18,80 @@ namespace {
 constexpr char kSnapshotStatement[] = "pulsesync_feed_snapshot";
 constexpr char kReadStatement[] = "pulsesync_feed_read";
 constexpr char kCompareStatement[] = "pulsesync_feed_compare";
+
+// The snapshot, the cluster and the incarnation (point 8), in µs since the
+// epoch; columns 0, 1, 2 of every statement that makes a cursor.
+constexpr char kCursorColumns[] =
+    "pg_current_snapshot()::text, "
+    "(SELECT system_identifier FROM pg_control_system())::text, "
+    "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
+
+Cursor CursorFromRow(const pqxx::row& row) {
+  Cursor c;
+  c.delivered = row[0].as<std::string>();
+  c.system_id = row[1].as<uint64_t>();
+  c.incarnation = row[2].as<int64_t>();
+  return c;
+}
+
+// Records the running incarnation (migrations/0011) once per process and
+// incarnation, while its first checkpoint is still the latest: the rewind
+// point of cursors from before it. Best effort: a failure only means that
+// such cursors may later be refused with "re-snapshot".
+void NoteIncarnation(PgSession& session, int64_t incarnation) {
+  static std::atomic<int64_t> noted{0};
+  if (noted.load(std::memory_order_relaxed) == incarnation) return;
+  const absl::Status s =
+      session.RunTransaction(TxMode::kReadWrite, [](pqxx::transaction_base& tx) {
+        tx.exec("SELECT pulsesync.note_incarnation()");
+        return absl::OkStatus();
+      });
+  if (!s.ok()) {
+    LogWarning("cannot record the database's incarnation", {{"status", s}});
+    return;
+  }
+  noted.store(incarnation, std::memory_order_relaxed);
+}
+
+// One page after `cursor`; sets `incarnation` to the database's, and
+// `earlier_incarnation` (reading nothing) if the cursor is of an older one.
+absl::StatusOr<PullPage> ReadPage(PgSession& session, const Cursor& cursor,
+                                  const ReadOptions& options, int64_t* incarnation,
+                                  bool* earlier_incarnation);
+
+// Point 8: `cursor`, of an earlier incarnation, rewound to the first
+// transaction id of the incarnations since.
+absl::Status RewindToIncarnation(PgSession& session, Cursor* cursor) {
+  std::optional<uint64_t> first;
+  int64_t now = 0;
+  PS_RETURN_IF_ERROR(session.RunTransaction(
+      TxMode::kReadWrite, [&](pqxx::transaction_base& tx) -> absl::Status {
+        const pqxx::row r = tx.exec_params1(
+            "SELECT pulsesync.incarnation_floor(to_timestamp(0) + $1 * interval '1 microsecond')"
+            "::text, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
+            cursor->incarnation);
+        first.reset();
+        if (!r[0].is_null()) first = r[0].as<uint64_t>();
+        now = r[1].as<int64_t>();
+        return absl::OkStatus();
+      }));
+  if (!first.has_value()) {
+    return absl::FailedPreconditionError(
+        "re-snapshot: PostgreSQL restarted since this cursor was issued, and where the "
+        "transactions of its time end is not known; call Snapshot and follow from its cursor");
+  }
+  // A batch paged under the old incarnation starts over from `delivered`.
+  Cursor rewound;
+  rewound.system_id = cursor->system_id;
+  rewound.incarnation = now;
+  if (!cursor->delivered.empty()) {
+    PS_ASSIGN_OR_RETURN(rewound.delivered, RewindSnapshot(cursor->delivered, *first));
+  }
+  LogInfo("cursor from an earlier incarnation of the database rewound",
+          {{"from", cursor->delivered}, {"to", rewound.delivered}, {"first_xid", *first}});
+  *cursor = std::move(rewound);
+  return absl::OkStatus();
+}
 
 v1::EventType EventFromOp(absl::string_view op) {
   if (op == "INSERT") return v1::EVENT_TYPE_INSERT;
@@ -33,9 +111,8 @@ std::vector<PreparedStatement> ChangeFeedStatements() {
       // Must be the first statement of the transaction: in REPEATABLE READ
       // it returns the transaction's own snapshot.
       {kSnapshotStatement,
-       "SELECT pg_current_snapshot()::text, "
-       "(SELECT system_identifier FROM pg_control_system())::text, "
-       "(SELECT horizon::text FROM pulsesync.feed_horizon)"},
+       absl::StrCat("SELECT ", kCursorColumns,
+                    ", (SELECT horizon::text FROM pulsesync.feed_horizon)")},
       // $1 delivered (NULL = nothing yet), $2 upper bound, $3 after position, $4 limit.
       {kReadStatement,
        "SELECT position, schema_name, table_name, object_type, op, object_id::text, version, "
@@ -70,15 +147,18 @@ absl::StatusOr<int64_t> CompactChangeLog(PgSession& session, absl::Duration max_
   return deleted;
 }
 
+Cursor CursorOfTransaction(pqxx::transaction_base& tx) {
+  return CursorFromRow(tx.exec1(absl::StrCat("SELECT ", kCursorColumns)));
+}
+
 absl::StatusOr<Cursor> CurrentCursor(PgSession& session) {
   Cursor c;
   PS_RETURN_IF_ERROR(session.RunTransaction(
       TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) -> absl::Status {
-        const pqxx::row snap = tx.exec_prepared1(kSnapshotStatement);
-        c.delivered = snap[0].as<std::string>();
-        c.system_id = snap[1].as<uint64_t>();
+        c = CursorFromRow(tx.exec_prepared1(kSnapshotStatement));
         return absl::OkStatus();
       }));
+  NoteIncarnation(session, c.incarnation);
   return c;
 }
 
@@ -91,7 +171,28 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
 
 absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view cursor_text,
                                      const ReadOptions& options) {
-  PS_ASSIGN_OR_RETURN(const Cursor cursor, DecodeCursor(cursor_text));
+  PS_ASSIGN_OR_RETURN(Cursor cursor, DecodeCursor(cursor_text));
+  // Point 8. Twice at most: once more if PostgreSQL restarted again while
+  // the cursor was being rewound.
+  for (int attempt = 0;; ++attempt) {
+    bool earlier_incarnation = false;
+    int64_t incarnation = 0;
+    PS_ASSIGN_OR_RETURN(PullPage page, ReadPage(session, cursor, options, &incarnation,
+                                                &earlier_incarnation));
+    NoteIncarnation(session, incarnation);
+    if (!earlier_incarnation) return page;
+    if (attempt == 2) {
+      return absl::UnavailableError("the database keeps restarting: try again later");
+    }
+    PS_RETURN_IF_ERROR(RewindToIncarnation(session, &cursor));
+  }
+}
+
+namespace {
+
+absl::StatusOr<PullPage> ReadPage(PgSession& session, const Cursor& cursor,
+                                  const ReadOptions& options, int64_t* incarnation,
+                                  bool* earlier_incarnation) {
   const uint32_t limit = options.limit == 0 ? 1 : options.limit;
   PullPage page;
   PS_RETURN_IF_ERROR(session.RunTransaction(
@@ -100,15 +201,19 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
         const pqxx::row snap = tx.exec_prepared1(kSnapshotStatement);
         const std::string current = snap[0].as<std::string>();
         const uint64_t system_id = snap[1].as<uint64_t>();
+        *incarnation = snap[2].as<int64_t>();
         if (!cursor.at_start() && cursor.system_id != system_id) {
           return absl::FailedPreconditionError(absl::StrCat(
               "re-snapshot: the cursor belongs to another database (system identifier ", cursor.system_id,
               ", this database is ", system_id, ")"));
         }
+        *earlier_incarnation =
+            !cursor.at_start() && cursor.incarnation != 0 && cursor.incarnation != *incarnation;
+        if (*earlier_incarnation) return absl::OkStatus();
         // Compacted log: a cursor from before the horizon may miss deleted
         // rows, and "from the start" is no longer the whole history.
         uint64_t horizon = 0;
-        if (!snap[2].is_null()) horizon = snap[2].as<uint64_t>();
+        if (!snap[3].is_null()) horizon = snap[3].as<uint64_t>();
         if (horizon > 0) {
           const std::string& from = cursor.delivered;
           uint64_t xmin = 0;
@@ -158,6 +263,7 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
         }
         Cursor next;
         next.system_id = system_id;
+        next.incarnation = *incarnation;
         if (rows.size() > limit) {
           next.delivered = cursor.delivered;
           next.batch_upper = upper;
@@ -188,5 +294,7 @@ absl::StatusOr<PullPage> ReadChanges(PgSession& session, absl::string_view curso
       }));
   return page;
 }
+
+}  // namespace
 
 }  // namespace pulsesync

@@ -24,6 +24,17 @@
 // 7. A cursor names the cluster (system identifier). One from another
 //    cluster, or from the future of this one (a restore), is refused with
 //    kFailedPrecondition: the client must re-snapshot.
+// 8. A cursor also names the incarnation of the PostgreSQL server that
+//    issued it (pg_postmaster_start_time()). Crash recovery hands out again
+//    the transaction ids that were never written to the WAL; a snapshot from
+//    before the crash may count such an id as finished, and the new
+//    transaction that reuses it would never be delivered. A cursor of an
+//    earlier incarnation is therefore rewound first (RewindSnapshot) to the
+//    first id of the incarnations since (migrations/0011): its holder may
+//    get again what it had, never miss anything. If that id is not known
+//    (the first checkpoint of an incarnation was gone before any pulsesyncd
+//    noted it), the cursor is refused with "re-snapshot". Cursors without an
+//    incarnation (issued before it was recorded) are taken as current.
 #ifndef PULSESYNC_SERVER_CORE_CHANGE_FEED_H_
 #define PULSESYNC_SERVER_CORE_CHANGE_FEED_H_
 
@@ -36,6 +47,10 @@
 #include "absl/time/time.h"
 #include "pulsesync/v1/sync.pb.h"
 #include "server/core/cursor.h"
+
+namespace pqxx {
+class transaction_base;
+}  // namespace pqxx
 
 namespace pulsesync {
 
@@ -78,6 +93,10 @@ absl::StatusOr<int64_t> CompactChangeLog(PgSession& session, absl::Duration max_
 
 // The cursor of "now": every change committed so far counts as delivered.
 absl::StatusOr<Cursor> CurrentCursor(PgSession& session);
+
+// The cursor of `tx`'s snapshot. Must be the first statement of a REPEATABLE
+// READ transaction (then it is the transaction's own snapshot).
+Cursor CursorOfTransaction(pqxx::transaction_base& tx);
 
 // Statements this module prepares on every connection.
 std::vector<PreparedStatement> ChangeFeedStatements();

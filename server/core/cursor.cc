@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "pulsesync/internal/cursor.pb.h"
 
@@ -83,12 +84,26 @@ bool SnapshotIncludes(absl::string_view outer, absl::string_view inner) {
   return true;
 }
 
+absl::StatusOr<std::string> RewindSnapshot(absl::string_view snapshot, uint64_t first_xid) {
+  ParsedSnapshot s;
+  if (!ParseSnapshot(snapshot, &s)) {
+    return absl::InvalidArgumentError(absl::StrCat("malformed snapshot \"", snapshot, "\""));
+  }
+  if (s.xmax <= first_xid) return std::string(snapshot);
+  std::vector<std::string> xip;
+  for (uint64_t x : s.xip) {
+    if (x < first_xid) xip.push_back(absl::StrCat(x));
+  }
+  return absl::StrCat(std::min(s.xmin, first_xid), ":", first_xid, ":", absl::StrJoin(xip, ","));
+}
+
 std::string EncodeCursor(const Cursor& cursor) {
   internal::CursorState state;
   state.set_system_id(cursor.system_id);
   state.set_delivered(cursor.delivered);
   state.set_batch_upper(cursor.batch_upper);
   state.set_batch_after_position(cursor.batch_after_position);
+  state.set_incarnation(cursor.incarnation);
   return absl::StrCat(kPrefix, absl::WebSafeBase64Escape(state.SerializeAsString()));
 }
 
@@ -112,11 +127,13 @@ absl::StatusOr<Cursor> DecodeCursor(absl::string_view text) {
   c.delivered = state.delivered();
   c.batch_upper = state.batch_upper();
   c.batch_after_position = state.batch_after_position();
+  c.incarnation = state.incarnation();
   if (c.system_id == 0) return invalid("no database identity");
   if (!c.delivered.empty() && !IsSnapshotText(c.delivered)) return invalid("bad snapshot");
   if (!c.batch_upper.empty() && !IsSnapshotText(c.batch_upper)) return invalid("bad batch bound");
   if (c.batch_upper.empty() && c.batch_after_position != 0) return invalid("position without batch");
   if (c.batch_after_position < 0) return invalid("negative position");
+  if (c.incarnation < 0) return invalid("negative incarnation");
   if (c.delivered.empty() && c.batch_upper.empty()) return invalid("empty position");
   return c;
 }

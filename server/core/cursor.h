@@ -25,6 +25,9 @@ struct Cursor {
   std::string delivered;    // pg_snapshot text; empty = nothing delivered
   std::string batch_upper;  // pg_snapshot text; empty = not paging a batch
   int64_t batch_after_position = 0;
+  // pg_postmaster_start_time() of the server that issued it, in µs since the
+  // Unix epoch; 0 = not known (a cursor from before incarnations were kept).
+  int64_t incarnation = 0;
 
   bool at_start() const { return delivered.empty() && batch_upper.empty(); }
 };
@@ -48,6 +51,12 @@ bool IsSnapshotText(absl::string_view s);
 // snapshot `outer` (both pg_snapshot texts), as holds when `outer` was taken
 // after `inner`. False for malformed input.
 bool SnapshotIncludes(absl::string_view outer, absl::string_view inner);
+
+// `snapshot` (pg_snapshot text) as if every transaction id from `first_xid`
+// on had not started yet: xmax and xmin at most `first_xid`, the ids at or
+// past it dropped from xip. What was visible below `first_xid` stays
+// visible. kInvalidArgument for a malformed snapshot.
+absl::StatusOr<std::string> RewindSnapshot(absl::string_view snapshot, uint64_t first_xid);
 
 }  // namespace pulsesync
 

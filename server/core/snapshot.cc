@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "server/core/change_feed.h"
 #include "server/core/cursor.h"
 #include "server/storage/pg_session.h"
 
@@ -36,12 +37,7 @@ absl::StatusOr<std::string> ReadSnapshot(
           // Rows already went out; a retry would send them twice.
           return absl::AbortedError("snapshot interrupted: start it again");
         }
-        const pqxx::row snap = tx.exec1(
-            "SELECT pg_current_snapshot()::text, "
-            "(SELECT system_identifier FROM pg_control_system())::text");
-        Cursor c;
-        c.delivered = snap[0].as<std::string>();
-        c.system_id = snap[1].as<uint64_t>();
+        const Cursor c = CursorOfTransaction(tx);
 
         std::vector<TableInfo> all;
         for (const auto& row : tx.exec(

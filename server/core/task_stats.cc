@@ -41,13 +41,7 @@ absl::Status TaskStats::LoadLocked(PgSession& session) {
       TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) -> absl::Status {
         fresh.clear();
         // First statement: the snapshot the aggregate below sees.
-        const pqxx::row snap = tx.exec1(
-            "SELECT pg_current_snapshot()::text, "
-            "(SELECT system_identifier FROM pg_control_system())::text");
-        Cursor c;
-        c.delivered = snap[0].as<std::string>();
-        c.system_id = snap[1].as<uint64_t>();
-        cursor = EncodeCursor(c);
+        cursor = EncodeCursor(CursorOfTransaction(tx));
         // One pass over the live tasks, grouped in SQL.
         for (const auto& row : tx.exec(
                  "SELECT project_id::text, status, coalesce(assignee_id::text, ''), "

@@ -205,7 +205,12 @@ void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
           const std::string& covered =
               !mine.ok() ? std::string()
                          : (!mine->batch_upper.empty() ? mine->batch_upper : mine->delivered);
-          if (!covered.empty() && !SnapshotIncludes(head.cursor.delivered, covered)) {
+          // Snapshots of two incarnations of the database do not compare
+          // (change_feed.h, point 8); catching up rewinds the older cursor.
+          const bool same_incarnation =
+              mine.ok() && (mine->incarnation == 0 || mine->incarnation == head.cursor.incarnation);
+          if (!covered.empty() && same_incarnation &&
+              !SnapshotIncludes(head.cursor.delivered, covered)) {
             hub_->Wake();
             return;
           }

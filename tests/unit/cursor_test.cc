@@ -32,11 +32,13 @@ TEST(CursorTest, RoundTripsDeliveredSnapshot) {
   Cursor c;
   c.system_id = 7311234567890123456ULL;
   c.delivered = "812:815:812,814";
+  c.incarnation = 1796520000123456;
   const std::string text = EncodeCursor(c);
   EXPECT_TRUE(absl::StartsWith(text, "c1."));
   ASSERT_OK_AND_ASSIGN(Cursor d, DecodeCursor(text));
   EXPECT_EQ(d.system_id, c.system_id);
   EXPECT_EQ(d.delivered, c.delivered);
+  EXPECT_EQ(d.incarnation, c.incarnation);
   EXPECT_EQ(d.batch_upper, "");
   EXPECT_EQ(d.batch_after_position, 0);
   EXPECT_FALSE(d.at_start());
@@ -203,6 +205,20 @@ TEST(SnapshotIncludesTest, LaterSnapshotsIncludeEarlierOnes) {
   // inner's xmax beyond outer's.
   EXPECT_FALSE(SnapshotIncludes("5:8:", "5:9:"));
   EXPECT_FALSE(SnapshotIncludes("garbage", "5:9:"));
+}
+
+TEST(RewindSnapshotTest, IdsFromTheFirstOnCountAsNotStarted) {
+  // 10 and 14 were running; 11-13 and 15 finished; 12 and up are reused.
+  EXPECT_EQ(*RewindSnapshot("10:16:10,14", 12), "10:12:10");
+  // Everything at or past the first id: nothing of them visible.
+  EXPECT_EQ(*RewindSnapshot("20:25:21", 12), "12:12:");
+  // A snapshot already below the first id stays as it is.
+  EXPECT_EQ(*RewindSnapshot("10:12:10", 12), "10:12:10");
+  EXPECT_EQ(*RewindSnapshot("10:12:10", 40), "10:12:10");
+  // The rewound snapshot sees exactly what the old one saw below the id.
+  EXPECT_TRUE(SnapshotIncludes("10:16:10,14", *RewindSnapshot("10:16:10,14", 12)));
+  EXPECT_FALSE(SnapshotIncludes(*RewindSnapshot("10:16:10,14", 12), "10:16:10,14"));
+  EXPECT_EQ(RewindSnapshot("garbage", 12).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
