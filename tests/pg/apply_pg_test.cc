@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
@@ -336,6 +337,55 @@ TEST_F(ApplyPgTest, RejectsInvalidRevisionsAndAppliesTheValidOnesOfTheSameBatch)
   }
   EXPECT_EQ(TotalLogCount(), std::to_string(std::stoi(log_before) + valid_ids.size()));
   EXPECT_EQ(Query("SELECT count(*) FROM public.tasks"), std::to_string(valid_ids.size()));
+}
+
+// migrations/0012: a batch whose revisions all apply runs in one
+// subtransaction, not one per revision (each of which took its own foreign-key
+// locks and made writers of one team queue on multixacts). A row's xmin is
+// the (sub)transaction that wrote it, so it tells which path ran.
+TEST_F(ApplyPgTest, AValidBatchAppliesInOneSubtransactionAndAFailingOneRevisionByRevision) {
+  auto distinct_writers = [&](const std::vector<std::string>& ids) {
+    return Query(absl::StrCat("SELECT count(DISTINCT xmin::text) FROM public.tasks WHERE id IN ('",
+                              absl::StrJoin(ids, "', '"), "')"));
+  };
+  std::vector<v1::Revision> batch;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back(NewUuid());
+    batch.push_back(Upsert("task", ids.back(), Task(absl::StrCat("fast ", i)), kT0 + 1));
+  }
+  ASSERT_OK_AND_ASSIGN(auto results, Apply(batch));
+  for (const v1::RevisionResult& r : results) {
+    EXPECT_EQ(r.outcome(), Outcome::OUTCOME_APPLIED) << r.reason();
+  }
+  EXPECT_EQ(distinct_writers(ids), "1");
+
+  // One invalid revision in the middle: the batch is applied again, each
+  // revision alone; the others are applied all the same, once.
+  batch.clear();
+  std::vector<std::string> good;
+  for (int i = 0; i < 20; ++i) {
+    if (i == 10) {
+      batch.push_back(Upsert("task", NewUuid(), Task("bad", R"(,"colour":"red")"), kT0 + 2));
+      continue;
+    }
+    good.push_back(NewUuid());
+    batch.push_back(Upsert("task", good.back(), Task(absl::StrCat("slow ", i)), kT0 + 2));
+  }
+  const std::string log_before = TotalLogCount();
+  ASSERT_OK_AND_ASSIGN(results, Apply(batch));
+  ASSERT_EQ(results.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(results[i].outcome(),
+              i == 10 ? Outcome::OUTCOME_REJECTED : Outcome::OUTCOME_APPLIED)
+        << i << ": " << results[i].reason();
+  }
+  EXPECT_THAT(results[10].reason(), HasSubstr("colour"));
+  EXPECT_EQ(distinct_writers(good), "19");
+  EXPECT_EQ(TotalLogCount(), std::to_string(std::stoi(log_before) + 19));
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM pulsesync.applied_revisions WHERE id IN ('",
+                               batch[0].id(), "', '", batch[19].id(), "')")),
+            "2");
 }
 
 // A protocol string may carry U+0000 (valid UTF-8, so gRPC accepts it), which
