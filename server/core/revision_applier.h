@@ -2,10 +2,11 @@
 // itself in SQL (pulsesync.apply_revision, migrations/0002_sync_engine.sql),
 // so that the gRPC path and PostgREST share one implementation.
 //
-// A batch is one PostgreSQL transaction. Each revision runs in its own
-// subtransaction: an invalid one is rejected with a reason and writes
-// nothing; the others still apply. A revision id seen before is a duplicate
-// and changes nothing.
+// A batch is one PostgreSQL transaction: set-based when it is plain
+// (migrations/0013), else through the per-revision merge, revision by
+// revision in subtransactions if one of them fails (0012): an invalid one is
+// rejected with a reason and writes nothing; the others still apply. A
+// revision id seen before is a duplicate and changes nothing.
 #ifndef PULSESYNC_SERVER_CORE_REVISION_APPLIER_H_
 #define PULSESYNC_SERVER_CORE_REVISION_APPLIER_H_
 
