@@ -57,6 +57,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/figures.h"
 #include "common/uuid.h"
 #include "grpcpp/grpcpp.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
@@ -836,6 +837,12 @@ int Scenario1(const std::string& url, const std::string& dir) {
               "events delivered, overall", Human(r.events_per_s_overall).c_str(), r.drain_seconds,
               r.drained ? "" : ", NOT DRAINED");
   PrintGroup(g, r.writes.applied);
+  bench::PrintFigure(absl::StrCat("feed: events delivered, ", g.live, " subscribers x ", rate,
+                                  " writes/s (vs W x N)"),
+                     r.events_per_s_window, "events/s", ceiling, ">=200000");
+  bench::PrintFigure(absl::StrCat("feed: write-sent -> event-received p99, ", g.live,
+                                  " subscribers x ", rate, " writes/s"),
+                     g.latency.p99, "ms", 0, "<=50");
   std::printf("  %-44s p95 above vs %s\n", "reference", kSupabase);
   std::printf("  %-44s %lld KiB idle -> %lld KiB with %d streams live -> peak %lld KiB; "
               "%lld threads\n",
@@ -891,6 +898,8 @@ int Scenario2(const std::string& url, const std::string& dir) {
               static_cast<long long>(rss_n), static_cast<long long>(threads_n));
   std::printf("  %-44s %.1f KiB per stream   (client side not counted)\n",
               "(RSS_N - RSS_0) / N", live > 0 ? static_cast<double>(rss_n - rss0) / live : 0.0);
+  bench::PrintFigure(absl::StrCat("server memory per idle stream, ", live, " streams"),
+                     live > 0 ? static_cast<double>(rss_n - rss0) / live : 0.0, "KiB", 0, "<=16");
   std::printf("  %-44s %lld KiB\n", "pulsesyncd VmRSS after the streams closed",
               static_cast<long long>(rss_after));
   StopServer("s2", server);
