@@ -6,9 +6,10 @@
 # same work), their ratio, and the goal. Each benchmark's own output goes
 # to the log it names. Loopback only; nothing is asserted.
 #
-#   bench/run.sh            # small: about 5 minutes on 2 cores
-#   PULSESYNC_BENCH_SCALE=full bench/run.sh   # the issue's sizes (1M tasks,
-#                                             # 1,000 subscribers, 10,000 idle streams)
+#   bench/run.sh    # the issue's sizes (1M tasks, 1,000 subscribers, 10,000
+#                   # idle streams, 100,000-row initial sync): about 2 minutes
+#                   # on 2 cores
+#   PULSESYNC_BENCH_SCALE=small bench/run.sh   # a quick look: under 1 minute
 # Env: PULSESYNC_BUILD_DIR (default build), PULSESYNC_SKIP_BUILD=1,
 #      PULSESYNC_BENCH_LOG (default: a temporary file, kept).
 set -euo pipefail
@@ -16,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$PULSESYNC_ROOT"
 
-scale="${PULSESYNC_BENCH_SCALE:-small}"
+scale="${PULSESYNC_BENCH_SCALE:-full}"
 case "$scale" in
   small)
     apply_args=(--writers=4 --batches=25 --batch=100)
