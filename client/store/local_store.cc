@@ -1065,12 +1065,13 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
                                                                  bool same_version) {
   RecordResult result;
   // Invariant 5: newer versions only.
-  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version FROM ", def->table,
-                                                              " WHERE id = ?")));
-  PS_RETURN_IF_ERROR(sel.BindText(1, id));
-  PS_ASSIGN_OR_RETURN(bool exists, sel.Step());
-  const int64_t local_version = exists ? sel.ColumnInt64(0) : 0;
-  sel.Reset();
+  // Statements run per pulled row are prepared once (SqliteDb::Cached).
+  PS_ASSIGN_OR_RETURN(Statement * sel, db_.Cached(absl::StrCat("SELECT version FROM ", def->table,
+                                                               " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel->BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool exists, sel->Step());
+  const int64_t local_version = exists ? sel->ColumnInt64(0) : 0;
+  sel->Reset();
   result.local_version = local_version;
   if (exists && (local_version > version || (local_version == version && !same_version))) {
     return result;
@@ -1080,18 +1081,18 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   std::set<std::string> kept;
   bool has_pending = false;
   {
-    PS_ASSIGN_OR_RETURN(Statement pend,
-                        db_.Prepare("SELECT id, payload FROM revisions WHERE object_type = ? AND "
-                                    "object_id = ? AND synced = 0"));
-    PS_RETURN_IF_ERROR(pend.BindText(1, def->object_type));
-    PS_RETURN_IF_ERROR(pend.BindText(2, id));
+    PS_ASSIGN_OR_RETURN(Statement * pend,
+                        db_.Cached("SELECT id, payload FROM revisions WHERE object_type = ? AND "
+                                   "object_id = ? AND synced = 0"));
+    PS_RETURN_IF_ERROR(pend->BindText(1, def->object_type));
+    PS_RETURN_IF_ERROR(pend->BindText(2, id));
     while (true) {
-      PS_ASSIGN_OR_RETURN(bool row, pend.Step());
+      PS_ASSIGN_OR_RETURN(bool row, pend->Step());
       if (!row) break;
       has_pending = true;
       // Invariant 11: a payload that does not decrypt fails the whole page.
-      PS_ASSIGN_OR_RETURN(std::string text, OpenPayload(pend.ColumnText(0), def->object_type, id,
-                                                        pend.ColumnText(1)));
+      PS_ASSIGN_OR_RETURN(std::string text, OpenPayload(pend->ColumnText(0), def->object_type, id,
+                                                        pend->ColumnText(1)));
       absl::StatusOr<JsonValue> payload = ParseJson(text);
       if (payload.ok()) {
         for (const JsonValue::Member& m : payload->members()) kept.insert(m.first);
@@ -1164,19 +1165,19 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
       sql = absl::StrCat("INSERT INTO ", def->table, " (", absl::StrJoin(names, ", "), ") VALUES (",
                          absl::StrJoin(marks, ", "), ")");
     }
-    PS_ASSIGN_OR_RETURN(Statement up, db_.Prepare(sql));
-    PS_RETURN_IF_ERROR(up.BindInt64(1, version));
+    PS_ASSIGN_OR_RETURN(Statement * up, db_.Cached(sql));
+    PS_RETURN_IF_ERROR(up->BindInt64(1, version));
     if (extra.members().empty()) {
-      PS_RETURN_IF_ERROR(up.BindNull(2));
+      PS_RETURN_IF_ERROR(up->BindNull(2));
     } else {
-      PS_RETURN_IF_ERROR(up.BindText(2, extra.Serialize()));
+      PS_RETURN_IF_ERROR(up->BindText(2, extra.Serialize()));
     }
     int index = 3;
     for (size_t i = 0; i < cols.size(); ++i) {
-      PS_RETURN_IF_ERROR(BindRemote(&up, index++, *cols[i], *values[i]));
+      PS_RETURN_IF_ERROR(BindRemote(up, index++, *cols[i], *values[i]));
     }
-    PS_RETURN_IF_ERROR(up.BindText(index, id));
-    PS_RETURN_IF_ERROR(up.Run());
+    PS_RETURN_IF_ERROR(up->BindText(index, id));
+    PS_RETURN_IF_ERROR(up->Run());
     changed = true;
   }
 

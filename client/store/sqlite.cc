@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace pulsesync {
 namespace sqlite {
@@ -78,18 +79,34 @@ absl::StatusOr<SqliteDb> SqliteDb::Open(const std::string& path, bool create) {
   return owner;
 }
 
-SqliteDb::SqliteDb(SqliteDb&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+SqliteDb::SqliteDb(SqliteDb&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), cache_(std::move(other.cache_)) {}
 
 SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
   if (this != &other) {
-    if (db_ != nullptr) sqlite3_close_v2(db_);
+    Close();
     db_ = std::exchange(other.db_, nullptr);
+    cache_ = std::move(other.cache_);
   }
   return *this;
 }
 
-SqliteDb::~SqliteDb() {
+SqliteDb::~SqliteDb() { Close(); }
+
+void SqliteDb::Close() {
+  cache_.clear();  // finalized before the connection closes
   if (db_ != nullptr) sqlite3_close_v2(db_);
+  db_ = nullptr;
+}
+
+absl::StatusOr<Statement*> SqliteDb::Cached(absl::string_view sql) {
+  auto it = cache_.find(std::string(sql));
+  if (it == cache_.end()) {
+    PS_ASSIGN_OR_RETURN(Statement st, Prepare(sql));
+    it = cache_.emplace(std::string(sql), std::make_unique<Statement>(std::move(st))).first;
+  }
+  it->second->Reset();
+  return it->second.get();
 }
 
 absl::Status SqliteDb::Exec(absl::string_view sql) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -50,13 +51,19 @@ class SqliteDb {
   // Runs one or more statements that return no rows.
   [[nodiscard]] absl::Status Exec(absl::string_view sql);
   [[nodiscard]] absl::StatusOr<Statement> Prepare(absl::string_view sql);
+  // `sql` prepared once per connection and kept, for statements run per
+  // row: reset and ready to bind (bind every parameter: old bindings stay).
+  // Owned by this SqliteDb; one user at a time.
+  [[nodiscard]] absl::StatusOr<Statement*> Cached(absl::string_view sql);
 
   int64_t changes() const;
   sqlite3* get() const { return db_; }
 
  private:
   explicit SqliteDb(sqlite3* db) : db_(db) {}
+  void Close();
   sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, std::unique_ptr<Statement>> cache_;
 };
 
 // A prepared statement. Bind indexes are 1-based, column indexes 0-based.
