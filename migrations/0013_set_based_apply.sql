@@ -221,7 +221,8 @@ DECLARE
   e_hlc text;
   others boolean;
   keyset text;
-  inserts jsonb := '{}';  -- keyset -> [row]
+  keys text[];
+  group_revs jsonb[];
   updates jsonb := '{}';  -- keyset -> [row]
   update_rows jsonb[];
   update_sets text[];
@@ -281,36 +282,23 @@ BEGIN
       RAISE EXCEPTION 'not plain: a payload the per-revision path must judge';
     END IF;
     EXECUTE format(
-      'SELECT array_agg((SELECT coalesce(jsonb_object_agg(key, full_row -> key), ''{}'') '
-      '                  FROM jsonb_object_keys(p) key) ORDER BY o) '
-      'FROM unnest($1) WITH ORDINALITY u(r, o), '
-      'LATERAL (SELECT ((r ->> ''payload'')::jsonb - ''id'') AS p) x, '
-      'LATERAL (SELECT to_jsonb(jsonb_populate_record(NULL::%s, x.p)) AS full_row) y',
-      reg.table_oid)
-      INTO typed_all USING revs;
-    EXECUTE format(
       'SELECT coalesce(jsonb_object_agg(s.id, s.j), ''{}'') FROM '
       '(SELECT t.id::text AS id, to_jsonb(t) AS j FROM %s t '
       ' WHERE t.id = ANY ($1) FOR UPDATE) s', reg.table_oid)
       INTO existing_map
       USING (SELECT array_agg((r ->> 'object_id')::uuid) FROM unnest(revs) r);
+    -- The payloads of edits as the table stores them (new rows are typed by
+    -- their INSERT).
+    EXECUTE format(
+      'SELECT array_agg((SELECT coalesce(jsonb_object_agg(key, full_row -> key), ''{}'') '
+      '                  FROM jsonb_object_keys(p) key) ORDER BY o) '
+      'FROM unnest($1) WITH ORDINALITY u(r, o), '
+      'LATERAL (SELECT ((r ->> ''payload'')::jsonb - ''id'') AS p) x, '
+      'LATERAL (SELECT CASE WHEN $2 ? ((r ->> ''object_id'')::uuid)::text '
+      '                THEN to_jsonb(jsonb_populate_record(NULL::%s, x.p)) END AS full_row) y',
+      reg.table_oid)
+      INTO typed_all USING revs, existing_map;
 
-    -- New objects: their rows, grouped by field set, in one statement.
-    SELECT coalesce(jsonb_object_agg(g.keyset, g.rows), '{}') INTO inserts
-    FROM (SELECT x.keyset, jsonb_agg(x.row_j ORDER BY x.n) AS rows
-          FROM (SELECT u.n,
-                       (SELECT string_agg(key, ',' ORDER BY key) FROM jsonb_object_keys(u.ty) key)
-                         AS keyset,
-                       u.ty || jsonb_build_object(
-                         'id', u.rv ->> 'object_id', 'last_origin_id', u.rv ->> 'origin_id',
-                         'last_revision_id', u.rv ->> 'id',
-                         'live_hlc', u.rv ->> 'hlc', 'deleted_hlc', NULL, 'deleted', false,
-                         'recovered', false, 'hlc', u.rv ->> 'hlc',
-                         'field_clocks', (SELECT jsonb_object_agg(key, jsonb_build_array(0, u.rv ->> 'hlc'))
-                                          FROM jsonb_object_keys(u.ty) key)) AS row_j
-                FROM unnest(revs, typed_all) WITH ORDINALITY u(rv, ty, n)
-                WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text) x
-          GROUP BY x.keyset) g;
     SELECT answers || coalesce(jsonb_object_agg(u.rv ->> 'id', 'applied'), '{}') INTO answers
     FROM unnest(revs) u(rv)
     WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text;
@@ -365,18 +353,32 @@ BEGIN
           FROM unnest(update_rows, update_sets) WITH ORDINALITY u(row_j, keyset, o)
           GROUP BY u.keyset) g;
 
-    -- One INSERT per field set (columns a payload leaves out take their
-    -- defaults), one UPDATE per field set.
-    FOR keyset IN SELECT key FROM jsonb_object_keys(inserts) key LOOP
-      SELECT string_agg(quote_ident(key), ', ') INTO cols
-      FROM jsonb_object_keys(inserts -> keyset -> 0) key;
-      expected := jsonb_array_length(inserts -> keyset);
+    -- New objects: one INSERT per field set (columns a payload leaves out
+    -- take their defaults), typed and written straight from the payloads.
+    FOR keys, group_revs IN
+      SELECT k.keys, array_agg(u.rv ORDER BY u.n)
+      FROM unnest(revs) WITH ORDINALITY u(rv, n),
+           LATERAL (SELECT array_agg(key ORDER BY key) AS keys
+                    FROM jsonb_object_keys((u.rv ->> 'payload')::jsonb - 'id') key) k
+      WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text
+      GROUP BY k.keys
+    LOOP
+      SELECT string_agg(quote_ident(key), ', '), string_agg('p.' || quote_ident(key), ', ')
+        INTO cols, fld FROM unnest(keys) key;
+      expected := array_length(group_revs, 1);
       EXECUTE format(
-        'WITH w AS (INSERT INTO %1$s (%2$s) SELECT %2$s FROM jsonb_populate_recordset(NULL::%1$s, $1) '
-        'ON CONFLICT (id) DO NOTHING RETURNING id, version) '
+        'WITH w AS (INSERT INTO %1$s (%2$s, id, last_origin_id, last_revision_id, live_hlc, '
+        '                             deleted_hlc, deleted, recovered, hlc, field_clocks) '
+        '  SELECT %3$s, (rv ->> ''object_id'')::uuid, rv ->> ''origin_id'', (rv ->> ''id'')::uuid, '
+        '         rv ->> ''hlc'', NULL, false, false, rv ->> ''hlc'', '
+        '         (SELECT jsonb_object_agg(key, jsonb_build_array(0, rv ->> ''hlc'')) '
+        '          FROM jsonb_object_keys(x.pl) key) '
+        '  FROM unnest($1) rv, LATERAL (SELECT (rv ->> ''payload'')::jsonb - ''id'' AS pl) x, '
+        '       LATERAL jsonb_populate_record(NULL::%1$s, x.pl) p '
+        '  ON CONFLICT (id) DO NOTHING RETURNING id, version) '
         'SELECT count(*), coalesce(jsonb_object_agg(id::text, version), ''{}'') FROM w',
-        reg.table_oid, cols)
-        INTO written, applied USING inserts -> keyset;
+        reg.table_oid, cols, fld)
+        INTO written, applied USING group_revs;
       IF written <> expected THEN
         -- Created meanwhile by another transaction, or there for others only.
         RAISE EXCEPTION 'not plain: an object created concurrently';
