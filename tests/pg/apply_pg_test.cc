@@ -477,8 +477,9 @@ TEST_F(ApplyPgTest, SetBasedAndPerRevisionApplyAgree) {
       "(SELECT string_agg(key || '=' || (value ->> 1), ',' ORDER BY key) "
       " FROM jsonb_each(field_clocks))), E'\n' ORDER BY id) FROM public.tasks";
   const std::string log =
-      "SELECT string_agg(concat_ws('|', object_id, op, origin_id, revision_id, "
-      "new_row - 'version' - 'updated_at' - 'created_at'), E'\n' "
+      "SELECT string_agg(concat_ws('|', object_id, team_id, op, origin_id, revision_id, "
+      "new_row - 'version' - 'updated_at' - 'created_at', "
+      "old_row - 'version' - 'updated_at' - 'created_at', claims, db_role), E'\n' "
       "ORDER BY object_id, revision_id, op) "
       "FROM pulsesync.change_log WHERE object_type = 'task'";
   const std::string applied =
