@@ -1,5 +1,5 @@
--- Incarnations of the database: one row per start of the PostgreSQL server
--- (pg_postmaster_start_time()), for cursors that outlive a crash
+-- Incarnations of the database: one row per start of the PostgreSQL server,
+-- for cursors that outlive a crash
 -- (server/core/change_feed.h, point 8; docs/RELIABILITY.md).
 --
 -- A transaction id handed out before a crash but never written to the WAL
@@ -10,6 +10,19 @@
 -- cursor of an earlier incarnation is rewound to the first id the
 -- incarnations since then handed out: what it already had may come again
 -- (clients ignore versions they hold), nothing is skipped.
+-- When the running incarnation began: the postmaster's start, or, after a
+-- backend crashed and PostgreSQL reinitialized in place (restart_after_crash,
+-- the default), the restart of the checkpointer, which recovery brings up
+-- anew while the postmaster (and pg_postmaster_start_time()) stays. Runs as
+-- the owner: other roles do not see background processes in
+-- pg_stat_activity; without that right it is the postmaster's start alone.
+CREATE FUNCTION pulsesync.db_started_at() RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+  SELECT greatest(pg_postmaster_start_time(),
+                  (SELECT max(backend_start) FROM pg_stat_activity
+                   WHERE backend_type = 'checkpointer'))
+$$;
+
 CREATE TABLE pulsesync.db_incarnations (
   started_at timestamptz PRIMARY KEY,
   -- Every transaction of an earlier incarnation that left anything behind
@@ -30,7 +43,7 @@ CREATE TABLE pulsesync.db_incarnations (
 CREATE FUNCTION pulsesync.note_incarnation() RETURNS timestamptz
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
 DECLARE
-  started timestamptz := pg_postmaster_start_time();
+  started timestamptz := pulsesync.db_started_at();
   first xid8;
 BEGIN
   IF EXISTS (SELECT 1 FROM pulsesync.db_incarnations WHERE started_at = started) THEN
@@ -68,5 +81,6 @@ BEGIN
 END
 $$;
 
+GRANT EXECUTE ON FUNCTION pulsesync.db_started_at() TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION pulsesync.note_incarnation() TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION pulsesync.incarnation_floor(timestamptz) TO authenticated, service_role;

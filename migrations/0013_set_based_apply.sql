@@ -1,8 +1,9 @@
 -- Set-based apply: the common batch in a handful of statements per table
 -- instead of a dozen per revision (docs/PERFORMANCE.md, issue 7).
 --
--- A batch is "plain" when every revision is a valid upsert, new (its id not
--- applied before, once in the batch), the only one of its object in the
+-- A batch is "plain" when its object types come in one run each, no table
+-- of it is registered with set_based = false, and every revision is a valid upsert, new (its id not
+-- applied before, once in the batch), the only one of its object id in the
 -- batch, next in its origin's seq order, of an origin the caller may use, at
 -- the current schema version, and either creates an object the server has
 -- never seen (no row, no tombstone) or edits a live, never-deleted row with
@@ -25,6 +26,11 @@
 -- in a set-based write (pulsesync.batch = 'on'): last_origin_id and
 -- last_revision_id are then always the writing revision's, because its
 -- clock is the row's latest.
+
+-- Tables whose writes a set-based statement may do (see apply_set_based):
+-- not those whose foreign keys or Row Level Security read the table itself.
+ALTER TABLE pulsesync.synced_tables ADD COLUMN set_based boolean NOT NULL DEFAULT true;
+UPDATE pulsesync.synced_tables SET set_based = false WHERE object_type = 'team_member';
 
 -- Is a set-based write in progress (transaction-local)?
 CREATE FUNCTION pulsesync.writing_batch() RETURNS boolean
@@ -174,6 +180,8 @@ $$;
 CREATE FUNCTION pulsesync.batch_record_applied(applied jsonb)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pulsesync AS $$
+DECLARE
+  moved bigint;
 BEGIN
   INSERT INTO pulsesync.applied_revisions
     (id, object_type, object_id, origin_id, seq, version, superseded, created_at_ms,
@@ -182,12 +190,21 @@ BEGIN
          (a ->> 'seq')::bigint, (a ->> 'version')::bigint, false, (a ->> 'created_at')::bigint,
          a ->> 'resolution', 0
   FROM jsonb_array_elements(applied) a;
+  -- Like record_applied, only ever one step on per revision, and only the
+  -- origin's owner (origin_advance's rule): anything else is refused whole.
   UPDATE pulsesync.origins o
      SET last_seq = b.last_seq, applied = o.applied + b.n, last_seen = now()
-    FROM (SELECT a ->> 'origin_id' AS origin_id, max((a ->> 'seq')::bigint) AS last_seq,
-                 count(*) AS n
+    FROM (SELECT a ->> 'origin_id' AS origin_id, min((a ->> 'seq')::bigint) AS first_seq,
+                 max((a ->> 'seq')::bigint) AS last_seq, count(*) AS n
           FROM jsonb_array_elements(applied) a GROUP BY 1) b
-   WHERE o.origin_id = b.origin_id;
+   WHERE o.origin_id = b.origin_id AND o.last_seq = b.first_seq - 1
+     AND b.last_seq - b.first_seq + 1 = b.n
+     AND (o.user_id IS NULL OR o.user_id IS NOT DISTINCT FROM auth.uid()
+          OR coalesce(auth.role(), '') = 'service_role');
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  IF moved <> (SELECT count(DISTINCT a ->> 'origin_id') FROM jsonb_array_elements(applied) a) THEN
+    RAISE EXCEPTION 'not plain: origins not the caller''s or not next in seq order';
+  END IF;
 END
 $$;
 
@@ -223,7 +240,7 @@ DECLARE
   keyset text;
   keys text[];
   group_revs jsonb[];
-  updates jsonb := '{}';  -- keyset -> [row]
+  updates jsonb;  -- the rows of one field set
   update_rows jsonb[];
   update_sets text[];
   answers jsonb := '{}';  -- revision id -> resolution
@@ -245,7 +262,7 @@ BEGIN
          OR r ->> 'hlc' IS NULL OR r ->> 'origin_id' IS NULL
          OR coalesce((r ->> 'schema_version')::int, 0) NOT IN (0, current_schema_version))
      OR (SELECT count(*) <> count(DISTINCT r ->> 'id')
-                OR count(*) <> count(DISTINCT (r ->> 'object_type', (r ->> 'object_id')::uuid))
+                OR count(*) <> count(DISTINCT (r ->> 'object_id')::uuid)
          FROM jsonb_array_elements(batch) r) THEN
     RAISE EXCEPTION 'not plain: refused, delete, duplicate or old-schema revisions';
   END IF;
@@ -256,6 +273,19 @@ BEGIN
     RAISE EXCEPTION 'not plain: duplicates, tombstones or origins out of order';
   END IF;
 
+  -- Writes go type by type: plain only if that is the batch's own order, so
+  -- that what earlier revisions wrote is there for the checks (foreign keys,
+  -- Row Level Security) of later ones of other types, as revision by
+  -- revision. Within a type, rows are written new objects first, one
+  -- statement per field set: a table whose foreign keys or policies read the
+  -- table itself (team_members: is the caller an admin of the team?) could
+  -- judge a row differently than after its earlier rows, so such a table is
+  -- registered with set_based = false and always goes revision by revision.
+  IF (SELECT count(*) FILTER (WHERE t IS DISTINCT FROM prev) <> count(DISTINCT t)
+      FROM (SELECT r ->> 'object_type' AS t, lag(r ->> 'object_type') OVER (ORDER BY i) AS prev
+            FROM jsonb_array_elements(batch) WITH ORDINALITY e(r, i)) x) THEN
+    RAISE EXCEPTION 'not plain: object types interleaved';
+  END IF;
   -- Types in the order they first appear (a team before its tasks).
   SELECT array_agg(object_type ORDER BY first) INTO types
   FROM (SELECT r ->> 'object_type' AS object_type, min(i) AS first
@@ -263,8 +293,8 @@ BEGIN
   PERFORM set_config('pulsesync.batch', 'on', true);
   FOREACH type_name IN ARRAY types LOOP
     reg := pulsesync.synced_table(type_name);
-    IF reg.object_type IS NULL THEN
-      RAISE EXCEPTION 'not plain: unknown object type';
+    IF reg.object_type IS NULL OR NOT reg.set_based THEN
+      RAISE EXCEPTION 'not plain: unknown object type, or one applied revision by revision';
     END IF;
     SELECT array_agg(r ORDER BY i) INTO revs
     FROM jsonb_array_elements(batch) WITH ORDINALITY e(r, i) WHERE r ->> 'object_type' = type_name;
@@ -273,7 +303,7 @@ BEGIN
     IF EXISTS (
         SELECT 1 FROM unnest(revs) r, LATERAL (SELECT (r ->> 'payload')::jsonb AS p) x
         WHERE jsonb_typeof(x.p) IS DISTINCT FROM 'object' OR (x.p - 'id') = '{}'
-           OR (x.p ? 'id' AND x.p ->> 'id' IS DISTINCT FROM r ->> 'object_id')
+           OR (x.p ? 'id' AND x.p ->> 'id' IS DISTINCT FROM ((r ->> 'object_id')::uuid)::text)
            OR EXISTS (SELECT 1 FROM jsonb_object_keys(x.p - 'id') key
                       WHERE key = ANY (pulsesync.system_columns())
                          OR NOT EXISTS (SELECT 1 FROM pg_attribute a
@@ -302,6 +332,7 @@ BEGIN
     SELECT answers || coalesce(jsonb_object_agg(u.rv ->> 'id', 'applied'), '{}') INTO answers
     FROM unnest(revs) u(rv)
     WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text;
+
 
     -- Edits of existing rows: the checks that make them plain, per field.
     update_rows := '{}';
@@ -348,10 +379,6 @@ BEGIN
       answers := answers || jsonb_build_object(rev ->> 'id',
                                                CASE WHEN others THEN 'merged' ELSE 'applied' END);
     END LOOP;
-    SELECT coalesce(jsonb_object_agg(g.keyset, g.rows), '{}') INTO updates
-    FROM (SELECT u.keyset, jsonb_agg(u.row_j ORDER BY u.o) AS rows
-          FROM unnest(update_rows, update_sets) WITH ORDINALITY u(row_j, keyset, o)
-          GROUP BY u.keyset) g;
 
     -- New objects: one INSERT per field set (columns a payload leaves out
     -- take their defaults), typed and written straight from the payloads.
@@ -362,6 +389,7 @@ BEGIN
                     FROM jsonb_object_keys((u.rv ->> 'payload')::jsonb - 'id') key) k
       WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text
       GROUP BY k.keys
+      ORDER BY min(u.n)
     LOOP
       SELECT string_agg(quote_ident(key), ', '), string_agg('p.' || quote_ident(key), ', ')
         INTO cols, fld FROM unnest(keys) key;
@@ -385,18 +413,23 @@ BEGIN
       END IF;
       versions := versions || applied;
     END LOOP;
-    FOR keyset IN SELECT key FROM jsonb_object_keys(updates) key LOOP
+    FOR keyset, updates IN
+      SELECT u.keyset, jsonb_agg(u.row_j ORDER BY u.o)
+      FROM unnest(update_rows, update_sets) WITH ORDINALITY u(row_j, keyset, o)
+      GROUP BY u.keyset
+      ORDER BY min(u.o)
+    LOOP
       SELECT string_agg(quote_ident(key), ', '), string_agg('w.' || quote_ident(key), ', ')
         INTO cols, fld
-      FROM jsonb_object_keys(updates -> keyset -> 0) key WHERE key <> 'id';
-      expected := jsonb_array_length(updates -> keyset);
+      FROM jsonb_object_keys(updates -> 0) key WHERE key <> 'id';
+      expected := jsonb_array_length(updates);
       EXECUTE format(
         'WITH w AS (UPDATE %1$s t SET (%2$s) = ROW(%3$s) '
         'FROM jsonb_populate_recordset(NULL::%1$s, $1) w WHERE t.id = w.id '
         'RETURNING t.id, t.version) '
         'SELECT count(*), coalesce(jsonb_object_agg(id::text, version), ''{}'') FROM w',
         reg.table_oid, cols, fld)
-        INTO written, applied USING updates -> keyset;
+        INTO written, applied USING updates;
       IF written <> expected THEN
         RAISE EXCEPTION 'not plain: a row the caller may not write';
       END IF;

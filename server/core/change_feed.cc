@@ -24,7 +24,7 @@ constexpr char kCompareStatement[] = "pulsesync_feed_compare";
 constexpr char kCursorColumns[] =
     "pg_current_snapshot()::text, "
     "(SELECT system_identifier FROM pg_control_system())::text, "
-    "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
+    "(extract(epoch FROM pulsesync.db_started_at()) * 1000000)::bigint";
 
 Cursor CursorFromRow(const pqxx::row& row) {
   Cursor c;
@@ -68,7 +68,7 @@ absl::Status RewindToIncarnation(PgSession& session, Cursor* cursor) {
       TxMode::kReadWrite, [&](pqxx::transaction_base& tx) -> absl::Status {
         const pqxx::row r = tx.exec_params1(
             "SELECT pulsesync.incarnation_floor(to_timestamp(0) + $1 * interval '1 microsecond')"
-            "::text, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
+            "::text, (extract(epoch FROM pulsesync.db_started_at()) * 1000000)::bigint",
             cursor->incarnation);
         first.reset();
         if (!r[0].is_null()) first = r[0].as<uint64_t>();

@@ -25,7 +25,8 @@
 //    cluster, or from the future of this one (a restore), is refused with
 //    kFailedPrecondition: the client must re-snapshot.
 // 8. A cursor also names the incarnation of the PostgreSQL server that
-//    issued it (pg_postmaster_start_time()). Crash recovery hands out again
+//    issued it (pulsesync.db_started_at(): the postmaster's start, or the
+//    in-place reinitialization after a backend crashed). Crash recovery hands out again
 //    the transaction ids that were never written to the WAL; a snapshot from
 //    before the crash may count such an id as finished, and the new
 //    transaction that reuses it would never be delivered. A cursor of an

@@ -25,7 +25,7 @@ struct Cursor {
   std::string delivered;    // pg_snapshot text; empty = nothing delivered
   std::string batch_upper;  // pg_snapshot text; empty = not paging a batch
   int64_t batch_after_position = 0;
-  // pg_postmaster_start_time() of the server that issued it, in µs since the
+  // pulsesync.db_started_at() of the server that issued it, in µs since the
   // Unix epoch; 0 = not known (a cursor from before incarnations were kept).
   int64_t incarnation = 0;
 

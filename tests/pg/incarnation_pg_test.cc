@@ -8,10 +8,14 @@
 // cursor taken before the crash whose xmax is raised past ids that the next
 // incarnation then hands out again. Without the rewind, those ids count as
 // delivered and their changes are never read.
+#include <signal.h>
+
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <pqxx/pqxx>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -24,6 +28,7 @@
 #include "server/storage/pg_session.h"
 #include "tests/testing/pg_cluster.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/test_database.h"
 
 namespace pulsesync {
@@ -123,6 +128,37 @@ TEST_F(IncarnationPgTest, ACursorFromBeforeACrashIsRewoundAndMissesNothing) {
   EXPECT_TRUE(again.empty());
 }
 
+// One backend killed: PostgreSQL (restart_after_crash, the default) ends
+// every session and runs crash recovery in place; the postmaster, and its
+// start time, stay. It is a new incarnation all the same.
+TEST_F(IncarnationPgTest, ABackendCrashIsANewIncarnationToo) {
+  ASSERT_OK_AND_ASSIGN(const Cursor before, CurrentCursor(*session_));
+  const std::string reused = RaiseXmax(before, 5);
+  const std::string postmaster = Query("SELECT pg_postmaster_start_time()");
+  pqxx::connection victim(db_->url());
+  const int backend = victim.backendpid();
+  ASSERT_GT(backend, 0);
+  ASSERT_EQ(::kill(backend, SIGKILL), 0) << "kill " << backend;
+  // Wait for a session that sees the reinitialized server (a new checkpointer).
+  std::string started;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        absl::StatusOr<std::string> s =
+            db_->QueryValue("SELECT (extract(epoch FROM pulsesync.db_started_at()) * 1000000)::bigint");
+        if (!s.ok()) return false;
+        started = *s;
+        return started != std::to_string(before.incarnation);
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(Query("SELECT pg_postmaster_start_time()"), postmaster) << "the postmaster stayed";
+
+  const std::set<std::string> written = InsertTasks(10);
+  ASSERT_OK_AND_ASSIGN(const std::set<std::string> got, TasksAfter(reused));
+  EXPECT_EQ(got, written) << "every change of the new incarnation, ids reused or not";
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.db_incarnations WHERE first_xid IS NOT NULL"),
+            "2");
+}
+
 TEST_F(IncarnationPgTest, ACleanRestartRewindsNothing) {
   const std::set<std::string> first = InsertTasks(3);
   ASSERT_OK_AND_ASSIGN(const Cursor before, CurrentCursor(*session_));
@@ -142,7 +178,7 @@ TEST_F(IncarnationPgTest, AnIncarnationWhoseFirstIdIsUnknownAsksForAReSnapshot) 
   InsertTasks(1);
   ASSERT_OK(CurrentCursor(*session_).status());  // notes the new incarnation
   ASSERT_OK(db_->Execute("UPDATE pulsesync.db_incarnations SET first_xid = NULL "
-                         "WHERE started_at = pg_postmaster_start_time()"));
+                         "WHERE started_at = pulsesync.db_started_at()"));
   EXPECT_THAT(ReadChanges(*session_, EncodeCursor(before), 100),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("re-snapshot")));
   // A cursor of the running incarnation is not affected.
