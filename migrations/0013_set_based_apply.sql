@@ -22,8 +22,9 @@
 -- both give the same rows, outcomes and change log
 -- (apply_pg_test SetBasedAndPerRevisionApplyAgree).
 --
--- The capture triggers learn which revision wrote a row from the row itself
--- in a set-based write (pulsesync.batch = 'on'): last_origin_id and
+-- In a set-based write (pulsesync.batch = 'on', with pulsesync.revision set
+-- so that stamp_row treats the rows as a revision's), capture_change learns
+-- which revision wrote a row from the row itself: last_origin_id and
 -- last_revision_id are then always the writing revision's, because its
 -- clock is the row's latest.
 
@@ -36,59 +37,6 @@ UPDATE pulsesync.synced_tables SET set_based = false WHERE object_type = 'team_m
 CREATE FUNCTION pulsesync.writing_batch() RETURNS boolean
 LANGUAGE sql STABLE AS $$
   SELECT coalesce(current_setting('pulsesync.batch', true), '') = 'on'
-$$;
-
--- 0006's stamp_row; a set-based write is a revision's write.
-CREATE OR REPLACE FUNCTION pulsesync.stamp_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
-DECLARE
-  h text;
-  changed jsonb;
-BEGIN
-  NEW.version := nextval('pulsesync.version_seq');
-  NEW.updated_at := now();
-  IF pulsesync.writing_revision() IS NOT NULL OR pulsesync.writing_batch() THEN
-    SELECT coalesce(jsonb_object_agg(key, CASE WHEN (value ->> 0)::bigint = 0
-                                               THEN jsonb_build_array(NEW.version, value -> 1)
-                                               ELSE value END), '{}')
-      INTO NEW.field_clocks FROM jsonb_each(NEW.field_clocks);
-    RETURN NEW;
-  END IF;
-
-  -- Not written by a revision (psql, PostgREST, a migration): no origin.
-  NEW.last_revision_id := NULL;
-  NEW.last_origin_id := NULL;
-  IF TG_OP = 'INSERT' THEN
-    h := pulsesync.server_hlc(NULL);
-    NEW.field_clocks := '{}';
-    IF NEW.deleted THEN
-      NEW.deleted_hlc := h;
-      NEW.live_hlc := NULL;
-      NEW.field_clocks := jsonb_build_object('_deleted', jsonb_build_array(NEW.version, h));
-    ELSE
-      NEW.live_hlc := h;
-      NEW.deleted_hlc := NULL;
-    END IF;
-  ELSE
-    h := pulsesync.server_hlc(OLD.hlc);
-    SELECT coalesce(jsonb_object_agg(n.key, jsonb_build_array(NEW.version, h)), '{}')
-      INTO changed
-      FROM jsonb_each(to_jsonb(NEW)) n JOIN jsonb_each(to_jsonb(OLD)) o USING (key)
-     WHERE n.value IS DISTINCT FROM o.value AND NOT (n.key = ANY (pulsesync.system_columns()));
-    NEW.field_clocks := OLD.field_clocks || changed;
-    NEW.live_hlc := OLD.live_hlc;
-    NEW.deleted_hlc := OLD.deleted_hlc;
-    IF NEW.deleted AND NOT OLD.deleted THEN
-      NEW.deleted_hlc := h;
-      NEW.field_clocks := NEW.field_clocks
-        || jsonb_build_object('_deleted', jsonb_build_array(NEW.version, h));
-    ELSIF NOT NEW.deleted THEN
-      NEW.live_hlc := h;
-    END IF;
-  END IF;
-  NEW.hlc := h;
-  RETURN NEW;
-END
 $$;
 
 -- 0006's capture_change; in a set-based write the origin and revision are
@@ -290,7 +238,11 @@ BEGIN
   SELECT array_agg(object_type ORDER BY first) INTO types
   FROM (SELECT r ->> 'object_type' AS object_type, min(i) AS first
         FROM jsonb_array_elements(batch) WITH ORDINALITY e(r, i) GROUP BY 1) x;
-  PERFORM set_config('pulsesync.batch', 'on', true);
+  -- A revision is writing (stamp_row gives the rows' field clocks their
+  -- version, and leaves last_origin_id and last_revision_id as written);
+  -- which one, capture_change reads from each row.
+  PERFORM set_config('pulsesync.batch', 'on', true),
+          set_config('pulsesync.revision', '00000000-0000-0000-0000-000000000000', true);
   FOREACH type_name IN ARRAY types LOOP
     reg := pulsesync.synced_table(type_name);
     IF reg.object_type IS NULL OR NOT reg.set_based THEN
@@ -436,7 +388,7 @@ BEGIN
       versions := versions || applied;
     END LOOP;
   END LOOP;
-  PERFORM set_config('pulsesync.batch', '', true);
+  PERFORM set_config('pulsesync.batch', '', true), set_config('pulsesync.revision', '', true);
 
   SELECT jsonb_agg(jsonb_build_object(
            'id', r ->> 'id', 'object_type', r ->> 'object_type', 'object_id', r ->> 'object_id',
