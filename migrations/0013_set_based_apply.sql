@@ -406,32 +406,32 @@ BEGIN
 END
 $$;
 
--- 0012's apply_revisions, with the set-based path first.
+-- 0012's apply_revisions, with the set-based path first: each way in a
+-- subtransaction, the next one tried when it raises for a reason of the
+-- batch's (not the server's), revision by revision last.
 CREATE OR REPLACE FUNCTION pulsesync.apply_revisions(batch jsonb)
 RETURNS TABLE (idx int, outcome text, reason text, version bigint, superseded boolean,
                resolution text, conflicts int, record text)
 LANGUAGE plpgsql AS $$
 DECLARE
+  way text;
   state text;
 BEGIN
-  BEGIN
-    RETURN QUERY SELECT * FROM pulsesync.apply_set_based(batch);
-    RETURN;
-  EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
-    IF pulsesync.is_server_error(state) THEN
-      RAISE;
-    END IF;
-  END;
-  BEGIN
-    RETURN QUERY SELECT * FROM pulsesync.apply_batch(batch, false);
-    RETURN;
-  EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
-    IF pulsesync.is_server_error(state) THEN
-      RAISE;
-    END IF;
-  END;
+  FOREACH way IN ARRAY ARRAY['set_based', 'one_subtransaction'] LOOP
+    BEGIN
+      IF way = 'set_based' THEN
+        RETURN QUERY SELECT * FROM pulsesync.apply_set_based(batch);
+      ELSE
+        RETURN QUERY SELECT * FROM pulsesync.apply_batch(batch, false);
+      END IF;
+      RETURN;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
+      IF pulsesync.is_server_error(state) THEN
+        RAISE;
+      END IF;
+    END;
+  END LOOP;
   RETURN QUERY SELECT * FROM pulsesync.apply_batch(batch, true);
 END
 $$;

@@ -991,9 +991,11 @@ absl::Status LocalStore::ReapplyServerRows(
     absl::FunctionRef<absl::StatusOr<HybridLogicalClock*>()> clock) {
   {
     // Nearly always empty: nothing to do.
-    PS_ASSIGN_OR_RETURN(Statement any, db_.Prepare("SELECT EXISTS (SELECT 1 FROM server_rows)"));
-    PS_ASSIGN_OR_RETURN(bool row, any.Step());
-    if (!row || any.ColumnInt64(0) == 0) return absl::OkStatus();
+    PS_ASSIGN_OR_RETURN(Statement * any, db_.Cached("SELECT EXISTS (SELECT 1 FROM server_rows)"));
+    PS_ASSIGN_OR_RETURN(bool row, any->Step());
+    const bool empty = !row || any->ColumnInt64(0) == 0;
+    any->Reset();
+    if (empty) return absl::OkStatus();
   }
   // Per object answered: the newest version an answer names (0 for a
   // rejection, which wrote nothing).
@@ -1104,18 +1106,18 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   // Invariant 13: what is held back here is applied when the pending
   // revisions are answered.
   if (has_pending) {
-    PS_ASSIGN_OR_RETURN(Statement put,
-                        db_.Prepare("INSERT OR REPLACE INTO server_rows (object_type, object_id, "
+    PS_ASSIGN_OR_RETURN(Statement * put,
+                        db_.Cached("INSERT OR REPLACE INTO server_rows (object_type, object_id, "
                                     "version, record) VALUES (?, ?, ?, ?)"));
-    PS_RETURN_IF_ERROR(put.BindText(1, def->object_type));
-    PS_RETURN_IF_ERROR(put.BindText(2, id));
-    PS_RETURN_IF_ERROR(put.BindInt64(3, version));
+    PS_RETURN_IF_ERROR(put->BindText(1, def->object_type));
+    PS_RETURN_IF_ERROR(put->BindText(2, id));
+    PS_RETURN_IF_ERROR(put->BindInt64(3, version));
     if (hard_delete) {
-      PS_RETURN_IF_ERROR(put.BindNull(4));
+      PS_RETURN_IF_ERROR(put->BindNull(4));
     } else {
-      PS_RETURN_IF_ERROR(put.BindText(4, record.Serialize()));
+      PS_RETURN_IF_ERROR(put->BindText(4, record.Serialize()));
     }
-    PS_RETURN_IF_ERROR(put.Run());
+    PS_RETURN_IF_ERROR(put->Run());
   }
 
   if (const JsonValue* h = record.Find("hlc"); h != nullptr && h->is_string()) {
