@@ -156,6 +156,70 @@ TEST_F(ChangeFeedPgTest, ReturnsEveryChangeFromTheStartInPositionOrder) {
   EXPECT_TRUE(next.batch_upper.empty());
 }
 
+// The log is written per statement (0014's transition tables): a statement
+// of many rows logs each row once, with its own old row, origin and claims.
+TEST_F(ChangeFeedPgTest, MultiRowStatementsLogEveryRowWithItsOwnOldRow) {
+  std::string cursor;
+  Drain(cursor);  // the team
+  const std::string a = NewUuid(), b = NewUuid(), c = NewUuid();
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "SELECT set_config('request.jwt.claims', '{\"sub\": \"someone\"}', true);"
+      "INSERT INTO public.tasks (id, team_id, title) VALUES ('", a, "', '", team_, "', 'a'), ('",
+      b, "', '", team_, "', 'b'), ('", c, "', '", team_, "', 'c')")));
+  ASSERT_OK(db_->Execute(absl::StrCat("UPDATE public.tasks SET title = title || '2' WHERE id IN ('",
+                                      a, "', '", b, "')")));
+  ASSERT_OK(db_->Execute(absl::StrCat("UPDATE public.tasks SET deleted = true WHERE id = '", c,
+                                      "'")));
+  ASSERT_OK(db_->Execute(absl::StrCat("DELETE FROM public.tasks WHERE id IN ('", a, "', '", b,
+                                      "')")));
+  const std::vector<v1::Change> changes = Drain(cursor);
+  ASSERT_EQ(changes.size(), 8u);
+  std::map<std::string, std::vector<const v1::Change*>> by_object;
+  for (const v1::Change& ch : changes) by_object[ch.object_id()].push_back(&ch);
+  for (const std::string& id : {a, b}) {
+    const std::string title = id == a ? "a" : "b";
+    ASSERT_EQ(by_object[id].size(), 3u);
+    const v1::Change& insert = *by_object[id][0];
+    EXPECT_EQ(insert.event(), v1::EVENT_TYPE_INSERT);
+    EXPECT_THAT(insert.new_record(), HasSubstr(absl::StrCat("\"title\": \"", title, "\"")));
+    const v1::Change& update = *by_object[id][1];
+    EXPECT_EQ(update.event(), v1::EVENT_TYPE_UPDATE);
+    EXPECT_THAT(update.new_record(), HasSubstr(absl::StrCat("\"title\": \"", title, "2\"")));
+    EXPECT_THAT(update.old_record(), HasSubstr(absl::StrCat("\"title\": \"", title, "\"")));
+    EXPECT_THAT(update.old_record(), HasSubstr(id));
+    const v1::Change& del = *by_object[id][2];
+    EXPECT_EQ(del.event(), v1::EVENT_TYPE_DELETE);
+    EXPECT_THAT(del.old_record(), HasSubstr(absl::StrCat("\"title\": \"", title, "2\"")));
+    EXPECT_GT(del.version(), update.version());
+    EXPECT_GT(update.version(), insert.version());
+  }
+  ASSERT_EQ(by_object[c].size(), 2u);
+  EXPECT_EQ(by_object[c][1]->event(), v1::EVENT_TYPE_DELETE);  // a soft delete
+  EXPECT_THAT(by_object[c][1]->new_record(), HasSubstr("\"deleted\": true"));
+  // The claims of the multi-row insert's transaction, on each of its rows.
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM pulsesync.change_log WHERE op = 'INSERT' "
+                               "AND claims ->> 'sub' = 'someone' AND object_id IN ('",
+                               a, "', '", b, "', '", c, "')")),
+            "3");
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(DISTINCT version) FROM pulsesync.change_log "
+                               "WHERE object_id IN ('", a, "', '", b, "', '", c, "')")),
+            "8");
+}
+
+// An update's old and new rows are paired by id, and a synced row's id is
+// its identity on every device: changing it is refused, and nothing of the
+// statement is written.
+TEST_F(ChangeFeedPgTest, ChangingTheIdOfASyncedRowIsRefused) {
+  const std::string a = InsertTask("a");
+  const std::string log_before = Query("SELECT count(*) FROM pulsesync.change_log");
+  const absl::Status refused = db_->Execute(
+      absl::StrCat("UPDATE public.tasks SET id = '", NewUuid(), "' WHERE id = '", a, "'"));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("cannot change"));
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM public.tasks WHERE id = '", a, "'")), "1");
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.change_log"), log_before);
+}
+
 TEST_F(ChangeFeedPgTest, PagingDeliversEveryChangeExactlyOnce) {
   for (int i = 0; i < 22; ++i) InsertTask(absl::StrCat("t", i));  // 23 changes with the team
   std::string cursor;

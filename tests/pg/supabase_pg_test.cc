@@ -265,8 +265,9 @@ TEST_F(SupabasePgTest, MigrationsLeaveSupabaseAndTheProjectsObjectsAsTheyWere) {
   EXPECT_EQ(*db_->QueryValue(absl::StrCat("SELECT title FROM tasks WHERE id = '", kOldTask, "'")),
             "from before");
   EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.tasks'::regclass "
-                             "AND tgname IN ('pulsesync_stamp', 'pulsesync_capture')"),
-            "2");
+                             "AND tgname IN ('pulsesync_stamp', 'pulsesync_capture_insert', "
+                             "'pulsesync_capture_update', 'pulsesync_capture_delete')"),
+            "4");
   EXPECT_EQ(*db_->QueryValue("SELECT string_agg(policyname, ',' ORDER BY policyname) FROM pg_policies "
                              "WHERE tablename = 'projects'"),
             "projects_of_my_teams");
