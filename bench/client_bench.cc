@@ -8,6 +8,10 @@
 //   local write   LocalStore::Create: the row and its revision in one
 //                 BEGIN IMMEDIATE transaction (WAL), latency p50/p99
 //   ceiling       raw SQLite: one INSERT of a similar row per transaction
+//   batched       LocalStore::Apply: --batch creates (row + revision each)
+//                 per transaction, writes/s; ceiling: raw SQLite, the same
+//                 two INSERTs per write (a row and a revision-sized row),
+//                 --batch writes per transaction
 //   push          --pending revisions pushed by SyncEngine::Push to a real
 //                 pulsesyncd over loopback (batches of 100)
 //   initial sync  --snapshot_rows tasks written server-side, then a new
@@ -39,6 +43,8 @@
 
 ABSL_FLAG(int, writes, 2000, "local writes timed one by one");
 ABSL_FLAG(int, pending, 10000, "pending revisions pushed at once");
+ABSL_FLAG(int, batched_writes, 50000, "local writes made through LocalStore::Apply");
+ABSL_FLAG(int, batch, 1000, "writes per LocalStore::Apply call");
 ABSL_FLAG(int, snapshot_rows, 100000, "tasks a new client snapshots (initial sync)");
 
 namespace pulsesync {
@@ -79,6 +85,51 @@ std::vector<double> RawSqlite(const std::string& path, int n) {
   return ms;
 }
 
+// Raw SQLite doing what a batched local write does: a row and a revision
+// row per write, `batch` writes per transaction. Writes a second.
+double RawSqliteBatched(const std::string& path, int n, int batch) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA cache_size=-16384;"  // as LocalStore
+               "CREATE TABLE t (id TEXT PRIMARY KEY, team_id TEXT, title TEXT, priority INTEGER, "
+               "created_at TEXT, updated_at TEXT, hlc TEXT);"
+               "CREATE TABLE r (id TEXT PRIMARY KEY, object_id TEXT, seq INTEGER, payload TEXT,"
+               " hlc_ms INTEGER);",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* row = nullptr;
+  sqlite3_stmt* rev = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, 'task', 1, ?, ?, ?)", -1, &row, nullptr);
+  sqlite3_prepare_v2(db, "INSERT INTO r VALUES (?, ?, ?, ?, ?)", -1, &rev, nullptr);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    if (i % batch == 0) sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    const std::string id = NewTimeOrderedUuid();  // as LocalStore makes them
+    const std::string rid = NewTimeOrderedUuid();
+    sqlite3_bind_text(row, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(row, 2, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(row, 3, "2026-12-06T00:00:00+00:00", -1, SQLITE_STATIC);
+    sqlite3_bind_text(row, 4, "2026-12-06T00:00:00+00:00", -1, SQLITE_STATIC);
+    sqlite3_bind_text(row, 5, "0001700000000000-0000-origin", -1, SQLITE_STATIC);
+    sqlite3_step(row);
+    sqlite3_reset(row);
+    sqlite3_bind_text(rev, 1, rid.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(rev, 2, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(rev, 3, i + 1);
+    sqlite3_bind_text(rev, 4, "{\"title\":\"task\",\"priority\":1,\"team_id\":\"x\"}", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(rev, 5, 1700000000000 + i);
+    sqlite3_step(rev);
+    sqlite3_reset(rev);
+    if ((i + 1) % batch == 0 || i + 1 == n) sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  sqlite3_finalize(row);
+  sqlite3_finalize(rev);
+  sqlite3_close(db);
+  return n / secs;
+}
+
 int Main() {
   const int writes = absl::GetFlag(FLAGS_writes);
   const int pending = absl::GetFlag(FLAGS_pending);
@@ -110,6 +161,33 @@ int Main() {
               Percentile(local, 0.99), 1000.0 * writes / total_local);
   bench::PrintFigure("client local write p99 (vs raw SQLite INSERT)", Percentile(local, 0.99),
                      "ms", Percentile(raw, 0.99), "<=2");
+
+  // Batched local writes.
+  {
+    const int n = absl::GetFlag(FLAGS_batched_writes);
+    const int batch = std::max(1, absl::GetFlag(FLAGS_batch));
+    absl::StatusOr<std::unique_ptr<LocalStore>> store = LocalStore::Open(dir + "/batched.db");
+    if (!store.ok()) return 1;
+    std::vector<LocalWrite> writes;
+    const auto t0 = Clock::now();
+    for (int done = 0; done < n; done += batch) {
+      writes.clear();
+      for (int i = done; i < std::min(n, done + batch); ++i) {
+        writes.push_back(LocalWrite::Create("task", fields));
+      }
+      if (!(*store)->Apply(writes).ok()) return 1;
+    }
+    const double rate = n / std::chrono::duration<double>(Clock::now() - t0).count();
+    const double raw_rate = RawSqliteBatched(dir + "/raw_batched.db", n, batch);
+    std::printf("  %-46s %.0f writes/s\n",
+                absl::StrCat("ceiling: raw SQLite, 2 INSERTs x ", batch, " per transaction").c_str(),
+                raw_rate);
+    std::printf("  %-46s %.0f writes/s  goal: >= 100,000\n",
+                absl::StrCat("batched local writes, ", batch, " per Apply").c_str(), rate);
+    bench::PrintFigure(absl::StrCat("client batched local writes, ", batch,
+                                    " per transaction (vs raw SQLite, same INSERTs)"),
+                       rate, "writes/s", raw_rate, ">=100000");
+  }
 
   if (std::getenv("PULSESYNC_TEST_DATABASE_URL") == nullptr) {
     std::printf("  push: skipped (PULSESYNC_TEST_DATABASE_URL is not set)\n");

@@ -1,6 +1,8 @@
 #include "client/core/sync_engine.h"
 
+#include <future>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -170,12 +172,36 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     PS_ASSIGN_OR_RETURN(total, store_->PendingCount());
   }
   bool resent = false;
+  // Invariant 6: one batch on its way at a time; the next one is read while
+  // it is, and sent when its answer is in, before that answer is recorded.
+  // (A std::async future waits for its call when destroyed: no early
+  // return leaves a call running.)
+  struct InFlight {
+    std::vector<PendingRevision> batch;
+    std::future<absl::StatusOr<v1::ApplyRevisionsResponse>> answer;
+  };
+  auto send = [this](std::vector<PendingRevision> batch) -> absl::StatusOr<InFlight> {
+    PS_ASSIGN_OR_RETURN(v1::ApplyRevisionsRequest request, BuildPushRequest(batch, options_));
+    InFlight call{std::move(batch), {}};
+    call.answer = std::async(std::launch::async, [this, request = std::move(request)] {
+      return transport_->ApplyRevisions(request);
+    });
+    return call;
+  };
+  std::optional<InFlight> next_call;
   while (true) {
-    PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> batch, store_->PendingRevisions(batch_size));
-    if (batch.empty()) break;
-    PS_ASSIGN_OR_RETURN(v1::ApplyRevisionsRequest request,
-                        BuildPushRequest(batch, options_));
-    absl::StatusOr<v1::ApplyRevisionsResponse> response = transport_->ApplyRevisions(request);
+    if (!next_call.has_value()) {
+      PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> first,
+                          store_->PendingRevisions(batch_size));
+      if (first.empty()) break;
+      PS_ASSIGN_OR_RETURN(next_call, send(std::move(first)));
+    }
+    InFlight call = *std::move(next_call);
+    next_call.reset();
+    PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> following,
+                        store_->PendingRevisions(batch_size, call.batch.back().seq));
+    const std::vector<PendingRevision>& batch = call.batch;
+    absl::StatusOr<v1::ApplyRevisionsResponse> response = call.answer.get();
     if (!response.ok()) {
       // Invariant 1: nothing is marked; the batch stays pending.
       LogWarning("push failed", {{"revisions", static_cast<int64_t>(batch.size())},
@@ -236,6 +262,12 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
               absl::StrCat("server answered outcome ", result.outcome(), " for revision ", rev.id));
       }
       outcomes.push_back(std::move(o));
+    }
+    // The server held nothing back: the next batch may go before this
+    // answer is recorded (invariant 1 holds: each is marked only after its
+    // own answer).
+    if (out_of_order.empty() && !following.empty()) {
+      PS_ASSIGN_OR_RETURN(next_call, send(std::move(following)));
     }
     PS_RETURN_IF_ERROR(store_->RecordPushResults(outcomes));
     if (!out_of_order.empty() && expected_seq > 0 && !resent) {

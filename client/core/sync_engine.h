@@ -3,7 +3,7 @@
 // Design note (the upload and download state machines).
 //  Push: pending := store.PendingRevisions(batch_size) in seq order
 //        -> ApplyRevisions(batch) -> store.RecordPushResults(answers)
-//        -> repeat until no revision is pending.
+//        -> repeat until no revision is pending (pipelined: invariant 6).
 //  Pull: cursor := store cursor -> PullChanges(cursor) ->
 //        store.ApplyRemoteChanges(page, next_cursor) -> repeat while has_more.
 //  Snapshot: Snapshot(request) -> rows, then the snapshot's cursor ->
@@ -27,6 +27,11 @@
 //     invariant 9): a failed or cancelled snapshot leaves the old cursor,
 //     and rows with pending revisions survive it (LocalStore invariant 8),
 //     so local edits made offline are still pushed afterwards.
+//  6. A push keeps one batch on its way to the server at a time, and
+//     overlaps the rest: the next batch is read from the store while the
+//     server applies one, and sent as soon as its answer is in, before that
+//     answer is recorded (unless the server held revisions back). The calls
+//     are the same, in the same order, as one batch after the other.
 //
 // State table (Pull):
 //   state        event                                next (function)

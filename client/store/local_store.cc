@@ -41,6 +41,8 @@ const char* const kOpDelete = "delete";
 // version the store acts as (LocalStoreOptions::schema_version): tables gain
 // the columns of a newer schema when opened as it (EnsureCatalog).
 constexpr int kLocalLayoutVersion = 3;
+// SQLite page cache per connection, KiB.
+constexpr int kCacheKiB = 16384;
 
 // Per row, the fields the server sent that this client's schema does not
 // have (a newer schema's columns), as a JSON object: kept, not dropped, and
@@ -349,6 +351,9 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
   PS_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, options.create_if_missing));
   PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms)));
   PS_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys = OFF"));
+  // Page cache: SQLite's default (2 MB) spills a big write transaction to the
+  // WAL and reads its pages back (batched writes, snapshots).
+  PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA cache_size = -", kCacheKiB)));
   if (options.max_size_bytes > 0) {
     PS_ASSIGN_OR_RETURN(Statement ps, db.Prepare("PRAGMA page_size"));
     PS_ASSIGN_OR_RETURN(bool row, ps.Step());
@@ -557,38 +562,41 @@ LocalStore::~LocalStore() = default;
 
 absl::StatusOr<std::optional<LocalStore::RowState>> LocalStore::ReadRowState(
     const ObjectTypeDef& def, const std::string& id) {
-  PS_ASSIGN_OR_RETURN(Statement sel, db_.Prepare(absl::StrCat("SELECT version, deleted FROM ",
-                                                              def.table, " WHERE id = ?")));
-  PS_RETURN_IF_ERROR(sel.BindText(1, id));
-  PS_ASSIGN_OR_RETURN(bool found, sel.Step());
-  if (!found) return std::optional<RowState>();
-  return std::optional<RowState>(RowState{sel.ColumnInt64(0), sel.ColumnInt64(1) != 0});
+  PS_ASSIGN_OR_RETURN(Statement * sel, db_.Cached(absl::StrCat("SELECT version, deleted FROM ",
+                                                               def.table, " WHERE id = ?")));
+  PS_RETURN_IF_ERROR(sel->BindText(1, id));
+  PS_ASSIGN_OR_RETURN(bool found, sel->Step());
+  std::optional<RowState> row;
+  if (found) row = RowState{sel->ColumnInt64(0), sel->ColumnInt64(1) != 0};
+  sel->Reset();
+  return row;
 }
 
 absl::StatusOr<LocalStore::StateRow> LocalStore::LoadState() {
-  PS_ASSIGN_OR_RETURN(Statement st,
-                      db_.Prepare("SELECT origin_id, next_seq, cursor, hlc_ms, hlc_counter, "
-                                  "coalesce(server_address, '') FROM sync_state WHERE id = 1"));
-  PS_ASSIGN_OR_RETURN(bool row, st.Step());
+  PS_ASSIGN_OR_RETURN(Statement * st,
+                      db_.Cached("SELECT origin_id, next_seq, cursor, hlc_ms, hlc_counter, "
+                                 "coalesce(server_address, '') FROM sync_state WHERE id = 1"));
+  PS_ASSIGN_OR_RETURN(bool row, st->Step());
   if (!row) return absl::DataLossError("sync_state row is missing");
   StateRow s;
-  s.origin_id = st.ColumnText(0);
-  s.next_seq = st.ColumnInt64(1);
-  s.cursor = st.ColumnText(2);
-  s.hlc = HlcTimestamp{st.ColumnInt64(3), static_cast<uint32_t>(st.ColumnInt64(4))};
-  s.server_address = st.ColumnText(5);
+  s.origin_id = st->ColumnText(0);
+  s.next_seq = st->ColumnInt64(1);
+  s.cursor = st->ColumnText(2);
+  s.hlc = HlcTimestamp{st->ColumnInt64(3), static_cast<uint32_t>(st->ColumnInt64(4))};
+  s.server_address = st->ColumnText(5);
+  st->Reset();
   return s;
 }
 
 absl::Status LocalStore::SaveState(const StateRow& s) {
-  PS_ASSIGN_OR_RETURN(Statement st,
-                      db_.Prepare("UPDATE sync_state SET next_seq = ?, cursor = ?, hlc_ms = ?, "
-                                  "hlc_counter = ? WHERE id = 1"));
-  PS_RETURN_IF_ERROR(st.BindInt64(1, s.next_seq));
-  PS_RETURN_IF_ERROR(st.BindText(2, s.cursor));
-  PS_RETURN_IF_ERROR(st.BindInt64(3, s.hlc.physical_ms));
-  PS_RETURN_IF_ERROR(st.BindInt64(4, s.hlc.counter));
-  return st.Run();
+  PS_ASSIGN_OR_RETURN(Statement * st,
+                      db_.Cached("UPDATE sync_state SET next_seq = ?, cursor = ?, hlc_ms = ?, "
+                                 "hlc_counter = ? WHERE id = 1"));
+  PS_RETURN_IF_ERROR(st->BindInt64(1, s.next_seq));
+  PS_RETURN_IF_ERROR(st->BindText(2, s.cursor));
+  PS_RETURN_IF_ERROR(st->BindInt64(3, s.hlc.physical_ms));
+  PS_RETURN_IF_ERROR(st->BindInt64(4, s.hlc.counter));
+  return st->Run();
 }
 
 absl::Status LocalStore::WriteRevision(StateRow* state, const ObjectTypeDef& type,
@@ -596,10 +604,11 @@ absl::Status LocalStore::WriteRevision(StateRow* state, const ObjectTypeDef& typ
                                        const std::string& payload, int64_t base_version,
                                        const std::string& revision_id, HlcTimestamp ts) {
   PS_ASSIGN_OR_RETURN(
-      Statement st,
-      db_.Prepare("INSERT INTO revisions (id, object_type, object_id, origin_id, seq, payload, "
-                  "created_at, synced, op, base_version, schema_version, hlc_ms, hlc_counter) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"));
+      Statement * cached,
+      db_.Cached("INSERT INTO revisions (id, object_type, object_id, origin_id, seq, payload, "
+                 "created_at, synced, op, base_version, schema_version, hlc_ms, hlc_counter) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"));
+  Statement& st = *cached;
   PS_RETURN_IF_ERROR(st.BindText(1, revision_id));
   PS_RETURN_IF_ERROR(st.BindText(2, type.object_type));
   PS_RETURN_IF_ERROR(st.BindText(3, object_id));
@@ -634,22 +643,27 @@ absl::StatusOr<std::optional<JsonValue>> LocalStore::ReadRow(const ObjectTypeDef
 
 absl::StatusOr<std::string> LocalStore::Create(absl::string_view object_type,
                                                const JsonValue& fields) {
-  absl::StatusOr<std::string> id = CreateImpl(object_type, fields);
-  if (id.ok()) NotifyLocalWrite();
-  return id;
+  PS_ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                      WriteImpl({LocalWrite::Create(std::string(object_type), fields)},
+                                /*name_index=*/false));
+  return ids[0];
 }
 
 absl::Status LocalStore::Update(absl::string_view object_type, absl::string_view id,
                                 const JsonValue& fields) {
-  absl::Status st = UpdateImpl(object_type, id, fields);
-  if (st.ok()) NotifyLocalWrite();
-  return st;
+  return WriteImpl({LocalWrite::Update(std::string(object_type), std::string(id), fields)},
+                   /*name_index=*/false)
+      .status();
 }
 
 absl::Status LocalStore::Delete(absl::string_view object_type, absl::string_view id) {
-  absl::Status st = DeleteImpl(object_type, id);
-  if (st.ok()) NotifyLocalWrite();
-  return st;
+  return WriteImpl({LocalWrite::Delete(std::string(object_type), std::string(id))},
+                   /*name_index=*/false)
+      .status();
+}
+
+absl::StatusOr<std::vector<std::string>> LocalStore::Apply(const std::vector<LocalWrite>& writes) {
+  return WriteImpl(writes, /*name_index=*/true);
 }
 
 void LocalStore::SetLocalWriteListener(std::function<void()> listener) {
@@ -665,13 +679,63 @@ void LocalStore::NotifyLocalWrite() {
   if (listener_) listener_();
 }
 
-absl::StatusOr<std::string> LocalStore::CreateImpl(absl::string_view object_type,
-                                                   const JsonValue& fields) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
-  PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
+absl::StatusOr<std::vector<std::string>> LocalStore::WriteImpl(
+    const std::vector<LocalWrite>& writes, bool name_index) {
+  auto at = [&](size_t i, const absl::Status& st) {
+    if (!name_index) return st;
+    return absl::Status(st.code(), absl::StrCat("write ", i, ": ", st.message()));
+  };
+  std::vector<PlannedWrite> planned;
+  planned.reserve(writes.size());
+  for (size_t i = 0; i < writes.size(); ++i) {
+    absl::StatusOr<PlannedWrite> p = PlanWrite(writes[i]);
+    if (!p.ok()) return at(i, p.status());
+    planned.push_back(*std::move(p));
+  }
+  std::vector<std::string> ids;
+  ids.reserve(planned.size());
+  {
+    absl::MutexLock lock(&mu_);
+    PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
+    PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
+    for (size_t i = 0; i < planned.size(); ++i) {
+      if (absl::Status st = WriteLocked(&state, planned[i]); !st.ok()) return at(i, st);
+      ids.push_back(planned[i].id);
+    }
+    PS_RETURN_IF_ERROR(SaveState(state));
+    PS_RETURN_IF_ERROR(txn.Commit());
+  }
+  NotifyLocalWrite();
+  return ids;
+}
+
+absl::StatusOr<LocalStore::PlannedWrite> LocalStore::PlanWrite(const LocalWrite& write) const {
+  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(write.object_type, schema_version_));
+  PlannedWrite p{write.kind, def, "", JsonValue::Object()};
+  if (write.kind == LocalWrite::Kind::kDelete) {
+    PS_ASSIGN_OR_RETURN(p.id, NormalizeId(write.id));
+    return p;
+  }
+  PS_RETURN_IF_ERROR(ValidateFields(*def, write.fields));
+  if (write.kind == LocalWrite::Kind::kUpdate) {
+    PS_ASSIGN_OR_RETURN(p.id, NormalizeId(write.id));
+    for (const JsonValue::Member& m : write.fields.members()) {
+      if (m.first == "id") {
+        if (absl::AsciiStrToLower(m.second.text()) != p.id) {
+          return absl::InvalidArgumentError("field \"id\" cannot be changed");
+        }
+        continue;
+      }
+      p.payload.Set(m.first, m.second);
+    }
+    if (p.payload.members().empty()) {
+      return absl::InvalidArgumentError("no fields to update");
+    }
+    return p;
+  }
   std::vector<std::string> missing;
   for (const ColumnDef& c : def->columns) {
-    if (c.required && fields.Find(c.name) == nullptr)
+    if (c.required && write.fields.Find(c.name) == nullptr)
       missing.push_back(absl::StrCat("\"", c.name, "\""));
   }
   if (!missing.empty()) {
@@ -679,84 +743,78 @@ absl::StatusOr<std::string> LocalStore::CreateImpl(absl::string_view object_type
                                                    absl::StrJoin(missing, ", "),
                                                    " for object type \"", def->object_type, "\""));
   }
-  std::string id;
-  if (const JsonValue* given = fields.Find("id"); given != nullptr) {
-    id = absl::AsciiStrToLower(given->text());
+  if (const JsonValue* given = write.fields.Find("id"); given != nullptr) {
+    p.id = absl::AsciiStrToLower(given->text());
   } else {
-    id = NewUuid();
+    p.id = NewTimeOrderedUuid();
   }
   // The payload: the fields set, without id (it travels as object_id) and
   // with created_at, so the server and this database agree on it.
-  JsonValue payload = JsonValue::Object();
-  for (const JsonValue::Member& m : fields.members()) {
-    if (m.first != "id") payload.Set(m.first, m.second);
+  for (const JsonValue::Member& m : write.fields.members()) {
+    if (m.first != "id") p.payload.Set(m.first, m.second);
   }
-  const int64_t now_ms = clock_.NowMs();
-  if (payload.Find("created_at") == nullptr) {
-    payload.Set("created_at", JsonValue::String(FormatTimestamp(now_ms)));
+  if (p.payload.Find("created_at") == nullptr) {
+    p.payload.Set("created_at", JsonValue::String(FormatTimestamp(clock_.NowMs())));
   }
-
-  absl::MutexLock lock(&mu_);
-  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
-  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_ASSIGN_OR_RETURN(std::optional<JsonValue> existing, ReadRow(*def, id));
-  if (existing.has_value()) {
-    return absl::AlreadyExistsError(absl::StrCat(def->object_type, " ", id, " already exists"));
-  }
-  HybridLogicalClock hlc(clock_, state.hlc);
-  const HlcTimestamp ts = hlc.Now();
-  state.hlc = hlc.last();
-  const std::string revision_id = NewUuid();
-
-  std::vector<std::string> cols = {"id", "updated_at", "last_origin_id", "last_revision_id", "hlc"};
-  for (const JsonValue::Member& m : payload.members()) cols.push_back(m.first);
-  std::vector<std::string> marks(cols.size(), "?");
-  PS_ASSIGN_OR_RETURN(
-      Statement ins,
-      db_.Prepare(absl::StrCat("INSERT INTO ", def->table, " (", absl::StrJoin(cols, ", "),
-                               ") VALUES (", absl::StrJoin(marks, ", "), ")")));
-  PS_RETURN_IF_ERROR(ins.BindText(1, id));
-  PS_RETURN_IF_ERROR(ins.BindText(2, FormatTimestamp(now_ms)));
-  PS_RETURN_IF_ERROR(ins.BindText(3, origin_id_));
-  PS_RETURN_IF_ERROR(ins.BindText(4, revision_id));
-  PS_RETURN_IF_ERROR(ins.BindText(5, FormatHlc(ts, origin_id_)));
-  int index = 6;
-  for (const JsonValue::Member& m : payload.members()) {
-    PS_RETURN_IF_ERROR(BindLocal(&ins, index++, *def->FindColumn(m.first), m.second));
-  }
-  PS_RETURN_IF_ERROR(ins.Run());
-  PS_RETURN_IF_ERROR(WriteRevision(&state, *def, id, RevisionOp::kUpsert, payload.Serialize(),
-                                   /*base_version=*/0, revision_id, ts));
-  PS_RETURN_IF_ERROR(SaveState(state));
-  PS_RETURN_IF_ERROR(txn.Commit());
-  return id;
+  return p;
 }
 
-absl::Status LocalStore::UpdateImpl(absl::string_view object_type, absl::string_view raw_id,
-                                    const JsonValue& fields) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
-  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
-  PS_RETURN_IF_ERROR(ValidateFields(*def, fields));
-  JsonValue payload = JsonValue::Object();
-  for (const JsonValue::Member& m : fields.members()) {
-    if (m.first == "id") {
-      if (absl::AsciiStrToLower(m.second.text()) != id) {
-        return absl::InvalidArgumentError("field \"id\" cannot be changed");
-      }
-      continue;
-    }
-    payload.Set(m.first, m.second);
+absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write) {
+  const ObjectTypeDef& def = *write.def;
+  const std::string& id = write.id;
+  if (write.kind == LocalWrite::Kind::kUpdate) {
+    return UpsertLocked(state, def, id, write.payload, /*revive=*/false);
   }
-  if (payload.members().empty()) {
-    return absl::InvalidArgumentError("no fields to update");
+  if (write.kind == LocalWrite::Kind::kDelete) {
+    PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(def, id));
+    if (!row.has_value()) return NotFound(def, id);
+    if (row->deleted) return absl::OkStatus();  // already a tombstone
+    HybridLogicalClock hlc(clock_, state->hlc);
+    const HlcTimestamp ts = hlc.Now();
+    state->hlc = hlc.last();
+    const std::string revision_id = NewTimeOrderedUuid();
+    PS_ASSIGN_OR_RETURN(Statement * upd,
+                        db_.Cached(absl::StrCat("UPDATE ", def.table,
+                                                " SET deleted = 1, updated_at = ?, "
+                                                "last_origin_id = ?, last_revision_id = ?, "
+                                                "hlc = ? WHERE id = ?")));
+    PS_RETURN_IF_ERROR(upd->BindText(1, FormatTimestamp(clock_.NowMs())));
+    PS_RETURN_IF_ERROR(upd->BindText(2, origin_id_));
+    PS_RETURN_IF_ERROR(upd->BindText(3, revision_id));
+    PS_RETURN_IF_ERROR(upd->BindText(4, FormatHlc(ts, origin_id_)));
+    PS_RETURN_IF_ERROR(upd->BindText(5, id));
+    PS_RETURN_IF_ERROR(upd->Run());
+    return WriteRevision(state, def, id, RevisionOp::kDelete, "{}", row->version, revision_id,
+                         ts);
   }
+  PS_ASSIGN_OR_RETURN(std::optional<RowState> existing, ReadRowState(def, id));
+  if (existing.has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat(def.object_type, " ", id, " already exists"));
+  }
+  HybridLogicalClock hlc(clock_, state->hlc);
+  const HlcTimestamp ts = hlc.Now();
+  state->hlc = hlc.last();
+  const std::string revision_id = NewTimeOrderedUuid();
 
-  absl::MutexLock lock(&mu_);
-  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
-  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_RETURN_IF_ERROR(UpsertLocked(&state, *def, id, payload, /*revive=*/false));
-  PS_RETURN_IF_ERROR(SaveState(state));
-  return txn.Commit();
+  std::vector<std::string> cols = {"id", "updated_at", "last_origin_id", "last_revision_id", "hlc"};
+  for (const JsonValue::Member& m : write.payload.members()) cols.push_back(m.first);
+  std::vector<std::string> marks(cols.size(), "?");
+  PS_ASSIGN_OR_RETURN(
+      Statement * ins,
+      db_.Cached(absl::StrCat("INSERT INTO ", def.table, " (", absl::StrJoin(cols, ", "),
+                              ") VALUES (", absl::StrJoin(marks, ", "), ")")));
+  PS_RETURN_IF_ERROR(ins->BindText(1, id));
+  PS_RETURN_IF_ERROR(ins->BindText(2, FormatTimestamp(clock_.NowMs())));
+  PS_RETURN_IF_ERROR(ins->BindText(3, origin_id_));
+  PS_RETURN_IF_ERROR(ins->BindText(4, revision_id));
+  PS_RETURN_IF_ERROR(ins->BindText(5, FormatHlc(ts, origin_id_)));
+  int index = 6;
+  for (const JsonValue::Member& m : write.payload.members()) {
+    PS_RETURN_IF_ERROR(BindLocal(ins, index++, *def.FindColumn(m.first), m.second));
+  }
+  PS_RETURN_IF_ERROR(ins->Run());
+  return WriteRevision(state, def, id, RevisionOp::kUpsert, write.payload.Serialize(),
+                       /*base_version=*/0, revision_id, ts);
 }
 
 absl::Status LocalStore::UpsertLocked(StateRow* state, const ObjectTypeDef& def,
@@ -769,15 +827,16 @@ absl::Status LocalStore::UpsertLocked(StateRow* state, const ObjectTypeDef& def,
   HybridLogicalClock hlc(clock_, state->hlc);
   const HlcTimestamp ts = hlc.Now();
   state->hlc = hlc.last();
-  const std::string revision_id = NewUuid();
+  const std::string revision_id = NewTimeOrderedUuid();
 
   std::vector<std::string> sets = {"updated_at = ?", "last_origin_id = ?", "last_revision_id = ?",
                                    "hlc = ?"};
   if (revive) sets.push_back("deleted = 0");
   for (const JsonValue::Member& m : payload.members()) sets.push_back(m.first + " = ?");
-  PS_ASSIGN_OR_RETURN(Statement upd,
-                      db_.Prepare(absl::StrCat("UPDATE ", def.table, " SET ",
-                                               absl::StrJoin(sets, ", "), " WHERE id = ?")));
+  PS_ASSIGN_OR_RETURN(Statement * cached,
+                      db_.Cached(absl::StrCat("UPDATE ", def.table, " SET ",
+                                              absl::StrJoin(sets, ", "), " WHERE id = ?")));
+  Statement& upd = *cached;
   PS_RETURN_IF_ERROR(upd.BindText(1, FormatTimestamp(clock_.NowMs())));
   PS_RETURN_IF_ERROR(upd.BindText(2, origin_id_));
   PS_RETURN_IF_ERROR(upd.BindText(3, revision_id));
@@ -790,38 +849,6 @@ absl::Status LocalStore::UpsertLocked(StateRow* state, const ObjectTypeDef& def,
   PS_RETURN_IF_ERROR(upd.Run());
   return WriteRevision(state, def, id, RevisionOp::kUpsert, payload.Serialize(), base_version,
                        revision_id, ts);
-}
-
-absl::Status LocalStore::DeleteImpl(absl::string_view object_type, absl::string_view raw_id) {
-  PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(object_type, schema_version_));
-  PS_ASSIGN_OR_RETURN(std::string id, NormalizeId(raw_id));
-
-  absl::MutexLock lock(&mu_);
-  PS_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(&db_));
-  PS_ASSIGN_OR_RETURN(StateRow state, LoadState());
-  PS_ASSIGN_OR_RETURN(std::optional<RowState> row, ReadRowState(*def, id));
-  if (!row.has_value()) return NotFound(*def, id);
-  if (row->deleted) return absl::OkStatus();  // already a tombstone
-  const int64_t base_version = row->version;
-
-  HybridLogicalClock hlc(clock_, state.hlc);
-  const HlcTimestamp ts = hlc.Now();
-  state.hlc = hlc.last();
-  const std::string revision_id = NewUuid();
-  PS_ASSIGN_OR_RETURN(Statement upd, db_.Prepare(absl::StrCat(
-                                         "UPDATE ", def->table,
-                                         " SET deleted = 1, updated_at = ?, last_origin_id = ?, "
-                                         "last_revision_id = ?, hlc = ? WHERE id = ?")));
-  PS_RETURN_IF_ERROR(upd.BindText(1, FormatTimestamp(clock_.NowMs())));
-  PS_RETURN_IF_ERROR(upd.BindText(2, origin_id_));
-  PS_RETURN_IF_ERROR(upd.BindText(3, revision_id));
-  PS_RETURN_IF_ERROR(upd.BindText(4, FormatHlc(ts, origin_id_)));
-  PS_RETURN_IF_ERROR(upd.BindText(5, id));
-  PS_RETURN_IF_ERROR(upd.Run());
-  PS_RETURN_IF_ERROR(
-      WriteRevision(&state, *def, id, RevisionOp::kDelete, "{}", base_version, revision_id, ts));
-  PS_RETURN_IF_ERROR(SaveState(state));
-  return txn.Commit();
 }
 
 // --- Reads ---
@@ -859,14 +886,16 @@ absl::StatusOr<std::vector<JsonValue>> LocalStore::List(absl::string_view object
 
 // --- Push side ---
 
-absl::StatusOr<std::vector<PendingRevision>> LocalStore::PendingRevisions(int limit) {
+absl::StatusOr<std::vector<PendingRevision>> LocalStore::PendingRevisions(int limit,
+                                                                         int64_t after_seq) {
   absl::MutexLock lock(&mu_);
   PS_ASSIGN_OR_RETURN(
       Statement st,
       db_.Prepare("SELECT id, object_type, object_id, origin_id, seq, op, payload, created_at, "
                   "base_version, schema_version, hlc_ms, hlc_counter FROM revisions "
-                  "WHERE synced = 0 ORDER BY seq LIMIT ?"));
-  PS_RETURN_IF_ERROR(st.BindInt64(1, limit));
+                  "WHERE synced = 0 AND seq > ? ORDER BY seq LIMIT ?"));
+  PS_RETURN_IF_ERROR(st.BindInt64(1, after_seq));
+  PS_RETURN_IF_ERROR(st.BindInt64(2, limit));
   std::vector<PendingRevision> out;
   while (true) {
     PS_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -1234,7 +1263,7 @@ absl::StatusOr<bool> LocalStore::ApplyOneChange(const RemoteChange& change,
                   "payload, created_at, synced, op, base_version, schema_version, hlc_ms, "
                   "hlc_counter, server_version, outcome) "
                   "VALUES (?, ?, ?, ?, 0, ?, ?, 1, ?, ?, ?, ?, ?, ?, 'remote')"));
-  const std::string revision_id = change.revision_id.empty() ? NewUuid() : change.revision_id;
+  const std::string revision_id = change.revision_id.empty() ? NewTimeOrderedUuid() : change.revision_id;
   PS_ASSIGN_OR_RETURN(std::string stored,
                       SealPayload(revision_id, def->object_type, id,
                                   hard_delete ? absl::string_view("{}") : absl::string_view(change.new_record)));

@@ -96,6 +96,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -150,6 +151,26 @@ struct ReencryptSummary {
 };
 
 enum class RevisionOp { kUpsert, kDelete };
+
+// One write of a batch (LocalStore::Apply): what Create, Update or Delete
+// would do with the same arguments.
+struct LocalWrite {
+  enum class Kind { kCreate, kUpdate, kDelete };
+  Kind kind = Kind::kCreate;
+  std::string object_type;
+  std::string id;     // kUpdate, kDelete (kCreate: "id" in `fields`, or a new UUID)
+  JsonValue fields;   // kCreate, kUpdate
+
+  static LocalWrite Create(std::string object_type, JsonValue fields) {
+    return {Kind::kCreate, std::move(object_type), "", std::move(fields)};
+  }
+  static LocalWrite Update(std::string object_type, std::string id, JsonValue fields) {
+    return {Kind::kUpdate, std::move(object_type), std::move(id), std::move(fields)};
+  }
+  static LocalWrite Delete(std::string object_type, std::string id) {
+    return {Kind::kDelete, std::move(object_type), std::move(id), JsonValue::Object()};
+  }
+};
 
 // A revision waiting to be pushed (synced = 0).
 struct PendingRevision {
@@ -299,6 +320,16 @@ class LocalStore {
   // Errors: kInvalidArgument for an unknown type; kNotFound if no such row.
   [[nodiscard]] absl::Status Delete(absl::string_view object_type, absl::string_view id);
 
+  // Many writes in one transaction (invariant 1 for all of them): each
+  // writes its row and records its revision as Create, Update or Delete
+  // would, in order (a later write sees the earlier ones: create, then
+  // update the same object), with consecutive seqs. Returns the object id
+  // of each write. Errors: those of Create, Update and Delete, the message
+  // prefixed with the failing write's index ("write 3: ..."); nothing of the
+  // batch is written then. The local-write listener is called once.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Apply(
+      const std::vector<LocalWrite>& writes);
+
   // --- Reads (see local writes at once) ---
 
   // The row as a JSON object (all columns, system ones included, typed by
@@ -316,7 +347,10 @@ class LocalStore {
   // decrypted. Errors: kDataLoss if a payload does not decrypt (invariant
   // 11; the message names the revision); kFailedPrecondition if a payload is
   // encrypted and the store has no keyring.
-  [[nodiscard]] absl::StatusOr<std::vector<PendingRevision>> PendingRevisions(int limit);
+  // `after_seq`: only revisions with a greater seq (the batch after one
+  // that is on its way to the server).
+  [[nodiscard]] absl::StatusOr<std::vector<PendingRevision>> PendingRevisions(
+      int limit, int64_t after_seq = 0);
   [[nodiscard]] absl::StatusOr<int64_t> PendingCount();
 
   // Marks each revision synced and stores the server's answer, all in one
@@ -486,10 +520,20 @@ class LocalStore {
                                     ApplySnapshotSummary* summary)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::StatusOr<std::string> CreateImpl(absl::string_view object_type, const JsonValue& fields);
-  absl::Status UpdateImpl(absl::string_view object_type, absl::string_view id,
-                          const JsonValue& fields);
-  absl::Status DeleteImpl(absl::string_view object_type, absl::string_view id);
+  // A local write checked against the schema (no lock, no transaction).
+  struct PlannedWrite {
+    LocalWrite::Kind kind;
+    const ObjectTypeDef* def;
+    std::string id;
+    JsonValue payload;  // the revision's fields (kCreate: with created_at)
+  };
+  absl::StatusOr<PlannedWrite> PlanWrite(const LocalWrite& write) const;
+  // Writes the row and its revision in the caller's transaction.
+  absl::Status WriteLocked(StateRow* state, const PlannedWrite& write)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans, then writes `writes` in one transaction; the object ids.
+  absl::StatusOr<std::vector<std::string>> WriteImpl(const std::vector<LocalWrite>& writes,
+                                                     bool name_index);
   void NotifyLocalWrite() ABSL_LOCKS_EXCLUDED(listener_mu_);
 
   const int schema_version_;

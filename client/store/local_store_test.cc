@@ -267,6 +267,72 @@ TEST_F(LocalStoreTest, LocalWriteAndRevisionAreAtomic) {
   EXPECT_EQ(CountRows("SELECT next_seq FROM sync_state"), 1);
 }
 
+TEST_F(LocalStoreTest, ApplyWritesABatchInOrderWithConsecutiveSeqs) {
+  const std::string existing = CreateTeam("before");
+  int notified = 0;
+  store_->SetLocalWriteListener([&] { ++notified; });
+  const std::string given = NewUuid();
+  absl::StatusOr<std::vector<std::string>> ids = store_->Apply({
+      LocalWrite::Create("team", Json(R"({"name":"A"})")),
+      LocalWrite::Create("team", Json(R"({"id":")" + given + R"(","name":"B"})")),
+      LocalWrite::Update("team", given, Json(R"({"name":"B2"})")),  // sees the create before it
+      LocalWrite::Delete("team", existing),
+  });
+  store_->SetLocalWriteListener(nullptr);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 4u);
+  EXPECT_TRUE(IsUuid((*ids)[0]));
+  EXPECT_EQ((*ids)[1], given);
+  EXPECT_EQ((*ids)[2], given);
+  EXPECT_EQ((*ids)[3], existing);
+  EXPECT_EQ(notified, 1);
+  EXPECT_EQ(MustGet("team", (*ids)[0]).Find("name")->text(), "A");
+  EXPECT_EQ(MustGet("team", given).Find("name")->text(), "B2");
+  EXPECT_TRUE(MustGet("team", existing).Find("deleted")->bool_value());
+
+  absl::StatusOr<std::vector<PendingRevision>> pending = store_->PendingRevisions(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 5u);
+  const std::vector<std::string> objects = {existing, (*ids)[0], given, given, existing};
+  for (size_t i = 0; i < pending->size(); ++i) {
+    EXPECT_EQ((*pending)[i].seq, static_cast<int64_t>(i + 1));
+    EXPECT_EQ((*pending)[i].object_id, objects[i]) << i;
+    if (i > 0) EXPECT_GT((*pending)[i].clock, (*pending)[i - 1].clock);
+  }
+  EXPECT_EQ((*pending)[3].op, RevisionOp::kUpsert);
+  EXPECT_EQ(Json((*pending)[3].payload), Json(R"({"name":"B2"})"));
+  EXPECT_EQ((*pending)[4].op, RevisionOp::kDelete);
+  EXPECT_EQ(MustGet("team", given).Find("last_revision_id")->text(), (*pending)[3].id);
+}
+
+TEST_F(LocalStoreTest, ApplyWritesNothingWhenOneWriteFails) {
+  const std::string team = CreateTeam("Core");
+  const std::string missing = NewUuid();
+  // Refused while writing (no such object): the earlier writes roll back.
+  absl::StatusOr<std::vector<std::string>> ids = store_->Apply({
+      LocalWrite::Create("team", Json(R"({"name":"A"})")),
+      LocalWrite::Update("team", team, Json(R"({"name":"Core2"})")),
+      LocalWrite::Update("team", missing, Json(R"({"name":"X"})")),
+  });
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StartsWith(ids.status().message(), "write 2: ")) << ids.status();
+  // Refused before writing (a field of the wrong type), named by its index.
+  ids = store_->Apply({LocalWrite::Create("team", Json(R"({"name":"A"})")),
+                       LocalWrite::Create("team", Json(R"({"name":7})"))});
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(ids.status().message(), "write 1: ")) << ids.status();
+
+  EXPECT_EQ(CountRows("SELECT count(*) FROM teams"), 1);
+  EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Core");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), 1);
+  EXPECT_EQ(CountRows("SELECT next_seq FROM sync_state"), 2);
+  // An empty batch writes nothing and succeeds.
+  ids = store_->Apply({});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_TRUE(ids->empty());
+  EXPECT_EQ(*store_->PendingCount(), 1);
+}
+
 TEST_F(LocalStoreTest, InvalidWritesAreRefusedAndWriteNothing) {
   struct Case {
     std::string type, fields, expect_in_message;

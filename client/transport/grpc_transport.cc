@@ -161,6 +161,10 @@ std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
+  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
+  }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeChannelCredentials(address, options);
   if (!credentials.ok()) {

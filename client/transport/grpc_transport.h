@@ -58,6 +58,12 @@ struct GrpcTransportOptions {
   // channel's interval. Zero disables keepalive.
   absl::Duration keepalive_time = absl::Seconds(20);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Longest wait between attempts to reconnect a channel that Create()
+  // makes. gRPC backs off exponentially from 1 s up to 120 s: a client
+  // whose server was down for a while could take two minutes to notice it
+  // is back, failing every call with UNAVAILABLE meanwhile (wait_for_ready
+  // off) or waiting (on). Zero leaves gRPC's default.
+  absl::Duration max_reconnect_backoff = absl::Seconds(5);
   // TLS, on channels that Create() makes. With a CA file (PEM: the roots the
   // server's certificate must chain to; /etc/ssl/certs/ca-certificates.crt
   // for a certificate from a public CA) the channel speaks TLS and checks
