@@ -14,6 +14,10 @@
 //                 --batch writes per transaction
 //   push          --pending revisions pushed by SyncEngine::Push to a real
 //                 pulsesyncd over loopback (batches of 100)
+//   growth        1,000 local writes, recording 1,000 push answers and
+//                 applying 1,000 pulled changes, at --growth_rows / 10 and
+//                 at --growth_rows rows (value: the larger; ceiling: the
+//                 smaller; ratio 1 = the cost follows the changes only)
 //   initial sync  --snapshot_rows tasks written server-side, then a new
 //                 client's SyncEngine::Snapshot into its SQLite file; ceiling:
 //                 the same rows read with one SELECT through libpqxx and
@@ -26,6 +30,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -37,6 +42,7 @@
 #include "client/store/local_store.h"
 #include "client/transport/grpc_transport.h"
 #include "common/json.h"
+#include "common/status_macros.h"
 #include "common/uuid.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_database.h"
@@ -45,12 +51,18 @@ ABSL_FLAG(int, writes, 2000, "local writes timed one by one");
 ABSL_FLAG(int, pending, 10000, "pending revisions pushed at once");
 ABSL_FLAG(int, batched_writes, 50000, "local writes made through LocalStore::Apply");
 ABSL_FLAG(int, batch, 1000, "writes per LocalStore::Apply call");
+ABSL_FLAG(int, growth_rows, 100000, "client rows at the larger size of the growth figures (0: skip)");
 ABSL_FLAG(int, snapshot_rows, 100000, "tasks a new client snapshots (initial sync)");
 
 namespace pulsesync {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr char kTeam[] = "10000000-0000-4000-8000-000000000001";
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -130,6 +142,117 @@ double RawSqliteBatched(const std::string& path, int n, int batch) {
   return n / secs;
 }
 
+struct ClientCost {
+  double write_ms = 0;   // 1,000 local writes, Apply in batches of 100
+  double answer_ms = 0;  // PendingRevisions + RecordPushResults of those 1,000
+  double pull_ms = 0;    // ApplyRemoteChanges of 1,000 changes of existing rows
+};
+
+absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
+  PS_ASSIGN_OR_RETURN(std::unique_ptr<LocalStore> store, LocalStore::Open(path));
+  JsonValue fields = JsonValue::Object();
+  fields.Set("team_id", JsonValue::String(kTeam));
+  fields.Set("title", JsonValue::String("task"));
+  fields.Set("priority", JsonValue::Number(1));
+  std::vector<std::string> ids;
+  std::vector<LocalWrite> writes;
+  // The data: `rows` tasks, their revisions answered as a push would.
+  for (int done = 0; done < rows; done += 1000) {
+    writes.assign(std::min(1000, rows - done), LocalWrite::Create("task", fields));
+    PS_ASSIGN_OR_RETURN(std::vector<std::string> made, store->Apply(writes));
+    ids.insert(ids.end(), made.begin(), made.end());
+    PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> pending, store->PendingRevisions(1000));
+    std::vector<PushOutcome> outcomes(pending.size());
+    for (size_t i = 0; i < pending.size(); ++i) {
+      outcomes[i].revision_id = pending[i].id;
+      outcomes[i].server_version = done + static_cast<int64_t>(i) + 1;
+      outcomes[i].resolution = "applied";
+    }
+    PS_RETURN_IF_ERROR(store->RecordPushResults(outcomes));
+  }
+  ClientCost cost;
+  std::mt19937 rng(rows);
+  const auto w0 = Clock::now();
+  for (int b = 0; b < 10; ++b) {
+    writes.clear();
+    for (int i = 0; i < 100; ++i) {
+      JsonValue edit = JsonValue::Object();
+      edit.Set("title", JsonValue::String(absl::StrCat("edit ", b, "-", i)));
+      writes.push_back(LocalWrite::Update("task", ids[rng() % ids.size()], edit));
+    }
+    PS_RETURN_IF_ERROR(store->Apply(writes).status());
+  }
+  cost.write_ms = MsSince(w0);
+
+  const auto a0 = Clock::now();
+  PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> pending, store->PendingRevisions(1000));
+  std::vector<PushOutcome> outcomes(pending.size());
+  for (size_t i = 0; i < pending.size(); ++i) {
+    outcomes[i].revision_id = pending[i].id;
+    outcomes[i].server_version = 10000000 + static_cast<int64_t>(i);
+    outcomes[i].resolution = "applied";
+  }
+  PS_RETURN_IF_ERROR(store->RecordPushResults(outcomes));
+  cost.answer_ms = MsSince(a0);
+
+  std::vector<RemoteChange> changes(1000);
+  for (int i = 0; i < 1000; ++i) {
+    RemoteChange& c = changes[i];
+    c.object_type = "task";
+    c.event = ChangeEvent::kUpdate;
+    c.object_id = ids[rng() % ids.size()];
+    c.version = 20000000 + i;
+    c.new_record = absl::StrCat(
+        R"({"id":")", c.object_id, R"(","team_id":")", kTeam, R"(","title":"remote )", i,
+        R"(","priority":2,"created_at":"2026-01-01T00:00:00+00:00","version":)", c.version,
+        R"(,"updated_at":"2026-01-02T00:00:00+00:00","deleted":false,"recovered":false,)",
+        R"("last_origin_id":"another-device","last_revision_id":null,)",
+        R"("hlc":"001800000000000-0000000000-another-device"})");
+    c.origin_id = "another-device";
+    c.revision_id = NewTimeOrderedUuid();
+  }
+  const auto p0 = Clock::now();
+  PS_RETURN_IF_ERROR(store->ApplyRemoteChanges(changes, "").status());
+  cost.pull_ms = MsSince(p0);
+  return cost;
+}
+
+// Client cost at 1x and 10x the rows (issue 7's growth figures).
+int Growth(const std::string& dir) {
+  const int client_rows = absl::GetFlag(FLAGS_growth_rows);
+  if (client_rows <= 0) return 0;
+  auto figure = [](const std::string& what, double big, double small, const std::string& size,
+                   const std::string& small_size) {
+    std::printf("  %-52s %9.2f ms at %-5s %9.2f ms at %-5s  x%.2f\n", what.c_str(), small,
+                small_size.c_str(), big, size.c_str(), small > 0 ? big / small : 0);
+    bench::PrintFigure(absl::StrCat("growth: ", what, " at ", size, " (vs at ", small_size, ")"),
+                       big, "ms", small, "");
+  };
+  const std::string client_small = absl::StrCat(client_rows / 10000, "k rows");
+  const std::string client_big = absl::StrCat(client_rows / 1000, "k rows");
+  absl::StatusOr<ClientCost> c1 = MeasureClient(dir + "/growth_small.db", client_rows / 10);
+  absl::StatusOr<ClientCost> c10 = MeasureClient(dir + "/growth_big.db", client_rows);
+  if (!c1.ok() || !c10.ok()) {
+    std::fprintf(stderr, "client growth: %s\n",
+                 (c1.ok() ? c10.status() : c1.status()).ToString().c_str());
+    return 1;
+  }
+  figure("client: 1,000 local writes (Apply, batches of 100)", c10->write_ms, c1->write_ms,
+         client_big, client_small);
+  figure("client: recording 1,000 push answers", c10->answer_ms, c1->answer_ms, client_big,
+         client_small);
+  figure("client: applying 1,000 pulled changes", c10->pull_ms, c1->pull_ms, client_big,
+         client_small);
+  double worst = 0;
+  for (double r : {c10->write_ms / c1->write_ms, c10->answer_ms / c1->answer_ms,
+                   c10->pull_ms / c1->pull_ms}) {
+    worst = std::max(worst, r);
+  }
+  bench::PrintFigure("growth: worst client cost ratio, 10x the rows (1 = no growth)", worst, "x",
+                     0, "<=1.5");
+  return 0;
+}
+
 int Main() {
   const int writes = absl::GetFlag(FLAGS_writes);
   const int pending = absl::GetFlag(FLAGS_pending);
@@ -188,6 +311,8 @@ int Main() {
                                     " per transaction (vs raw SQLite, same INSERTs)"),
                        rate, "writes/s", raw_rate, ">=100000");
   }
+
+  if (Growth(dir) != 0) return 1;
 
   if (std::getenv("PULSESYNC_TEST_DATABASE_URL") == nullptr) {
     std::printf("  push: skipped (PULSESYNC_TEST_DATABASE_URL is not set)\n");

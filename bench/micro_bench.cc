@@ -62,9 +62,9 @@ v1::RevisionBatch MakeBatch(int n, uint32_t seed) {
   v1::RevisionBatch batch;
   for (int i = 0; i < n; ++i) {
     v1::Revision* r = batch.add_revisions();
-    r->set_id(NewUuid());
+    r->set_id(NewTimeOrderedUuid());  // as LocalStore makes revision ids
     r->set_object_type("task");
-    r->set_object_id(NewUuid());
+    r->set_object_id(NewUuid());  // objects of any age and device: random
     r->set_origin_id(origin);
     r->set_seq(i + 1);
     r->set_op(v1::OPERATION_UPSERT);

@@ -7,8 +7,9 @@
 # to the log it names. Loopback only; nothing is asserted.
 #
 #   bench/run.sh    # the issue's sizes (1M tasks, 1,000 subscribers, 10,000
-#                   # idle streams, 100,000-row initial sync): about 2 minutes
-#                   # on 2 cores
+#                   # idle streams, 100,000-row initial sync, growth to 1M
+#                   # server rows and 100k client rows): about 4 minutes on
+#                   # 2 cores
 #   PULSESYNC_BENCH_SCALE=small bench/run.sh   # a quick look: under 1 minute
 # Env: PULSESYNC_BUILD_DIR (default build), PULSESYNC_SKIP_BUILD=1,
 #      PULSESYNC_BENCH_LOG (default: a temporary file, kept).
@@ -21,13 +22,15 @@ scale="${PULSESYNC_BENCH_SCALE:-full}"
 case "$scale" in
   small)
     apply_args=(--writers=4 --batches=25 --batch=100)
-    client_args=(--writes=1000 --pending=10000 --snapshot_rows=50000)
+    client_args=(--writes=1000 --pending=10000 --snapshot_rows=50000 --growth_rows=50000)
+    growth_args=(--server_rows=200000)
     stats_args=(--tasks=200000 --projects=200 --queries=500)
     feed_args=(--scenarios=1,2 --subscribers=200 --rate=1000 --seconds=5 --idle_streams=2000)
     ;;
   full)
     apply_args=(--writers=4 --batches=50 --batch=100)
-    client_args=(--writes=2000 --pending=10000 --snapshot_rows=100000)
+    client_args=(--writes=2000 --pending=10000 --snapshot_rows=100000 --growth_rows=100000)
+    growth_args=(--server_rows=1000000)
     stats_args=(--tasks=1000000 --projects=1000 --queries=2000)
     feed_args=(--scenarios=1,2 --subscribers=1000 --rate=1000 --seconds=10 --idle_streams=10000)
     ;;
@@ -37,7 +40,7 @@ esac
 build_dir="$(ps_build_dir)"
 if [ "${PULSESYNC_SKIP_BUILD:-0}" != 1 ]; then
   bash scripts/build.sh --target pulsesyncd apply_bench client_bench micro_bench stats_bench \
-    feed_bench
+    feed_bench growth_bench
 fi
 
 log="${PULSESYNC_BENCH_LOG:-$(mktemp "${TMPDIR:-/tmp}/pulsesync-bench.XXXXXX.log")}"
@@ -88,6 +91,7 @@ run apply_bench "$build_dir/bench/apply_bench" "${apply_args[@]}"
 run client_bench "$build_dir/bench/client_bench" "${client_args[@]}"
 run stats_bench "$build_dir/bench/stats_bench" "${stats_args[@]}"
 run feed_bench "$build_dir/bench/feed_bench" "${feed_args[@]}"
+run growth_bench "$build_dir/bench/growth_bench" "${growth_args[@]}"
 
 echo
 echo "pulsesync benchmarks ($scale; $(nproc) cores; PostgreSQL 15 on loopback, throwaway settings)"

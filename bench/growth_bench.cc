@@ -1,0 +1,218 @@
+// growth_bench: do push and pull cost grow with the changes, or with the
+// data? The same work measured at two sizes of data, 10x apart (issue 7:
+// 1M rows server-side, 100k in a client), in the same run.
+//
+//   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
+//     build/bench/growth_bench [--server_rows=1000000]
+//
+// Server (PostgreSQL, through the server's own code, no gRPC):
+//   apply   batches of 100 revisions (half new tasks, half edits of random
+//           existing ones) through ApplyRevisionBatch, ms per batch
+//   pull    the changes those batches made, read with ReadChanges from the
+//           cursor before them, pages of 1,000, ms per 1,000 changes
+// at --server_rows / 10 and at --server_rows tasks, each with a change-log
+// row, as if every task had been written through the engine.
+// The client's side (SQLite at 10k and 100k rows) is in client_bench.
+//
+// Each figure: value = the cost at the larger size, ceiling = the same cost
+// at the smaller one, so ratio = growth (1 = none). Printed, never asserted.
+#include <pqxx/pqxx>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "bench/figures.h"
+#include "common/status_macros.h"
+#include "common/uuid.h"
+#include "server/core/change_feed.h"
+#include "server/core/cursor.h"
+#include "server/core/revision_applier.h"
+#include "server/storage/pg_session.h"
+#include "tests/testing/test_database.h"
+
+ABSL_FLAG(int, server_rows, 1000000, "tasks in PostgreSQL at the larger size");
+ABSL_FLAG(int, batches, 20, "batches of 100 revisions applied at each size");
+
+namespace pulsesync {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr char kTeam[] = "10000000-0000-4000-8000-000000000001";
+
+std::string Rows(int n) {
+  return n >= 1000000 && n % 1000000 == 0 ? absl::StrCat(n / 1000000, "M")
+                                          : absl::StrCat(n / 1000, "k");
+}
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+struct ServerCost {
+  double apply_ms_per_batch = 0;
+  double pull_ms_per_1000 = 0;
+};
+
+// Grows `tasks` (and the change log) to `rows`, set-based: the rows and log
+// rows the engine would have written, without its per-row triggers.
+bool GrowServer(const std::string& url, int rows) {
+  try {
+    pqxx::connection conn(url);
+    pqxx::work tx(conn);
+    const int have = tx.exec1("SELECT count(*) FROM tasks")[0].as<int>();
+    if (have >= rows) return true;
+    tx.exec("SET LOCAL session_replication_role = replica");
+    tx.exec(absl::StrCat(
+        "WITH t AS (INSERT INTO tasks (id, team_id, title, description, priority, version) "
+        "SELECT gen_random_uuid(), '", kTeam, "', 'task ' || g, 'bulk row', g % 5, "
+        "nextval('pulsesync.version_seq') FROM generate_series(", have + 1, ", ", rows,
+        ") g RETURNING *) "
+        "INSERT INTO pulsesync.change_log (schema_name, table_name, object_type, object_id, "
+        "team_id, op, version, new_row) "
+        "SELECT 'public', 'tasks', 'task', t.id, t.team_id, 'INSERT', t.version, "
+        "to_jsonb(t) - ARRAY['live_hlc', 'deleted_hlc', 'field_clocks'] FROM t"));
+    tx.commit();
+    pqxx::nontransaction vacuum(conn);
+    vacuum.exec("VACUUM ANALYZE tasks");
+    vacuum.exec("VACUUM ANALYZE pulsesync.change_log");
+    return true;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "growing the server's data: %s\n", e.what());
+    return false;
+  }
+}
+
+absl::StatusOr<ServerCost> MeasureServer(const std::string& url, int batches, int round) {
+  std::vector<std::string> existing;
+  {
+    pqxx::connection conn(url);
+    pqxx::work tx(conn);
+    for (const auto& row : tx.exec(absl::StrCat("SELECT id::text FROM tasks ORDER BY random() LIMIT ",
+                                                (batches + 1) * 50))) {
+      existing.push_back(row[0].as<std::string>());
+    }
+  }
+  PgSessionOptions options;
+  options.database_url = url;
+  options.statements = RevisionApplierStatements();
+  for (PreparedStatement& s : ChangeFeedStatements()) options.statements.push_back(s);
+  PgSession session(options);
+  PS_ASSIGN_OR_RETURN(Cursor now, CurrentCursor(session));
+  std::string cursor = EncodeCursor(now);
+
+  ApplyLimits limits;
+  auto batch_of = [&](int b) {
+    std::vector<v1::Revision> revs(100);
+    for (int i = 0; i < 100; ++i) {
+      v1::Revision& r = revs[i];
+      r.set_id(NewTimeOrderedUuid());
+      r.set_object_type("task");
+      // Edits: each existing task at most once per run (one revision per
+      // object in a batch keeps it on the set-based path).
+      const size_t pick = static_cast<size_t>(b) * 50 + i / 2;
+      const bool edit = i % 2 == 1 && pick < existing.size();
+      r.set_object_id(edit ? existing[pick] : NewTimeOrderedUuid());
+      r.set_origin_id(absl::StrCat("growth-", round));
+      r.set_seq(b * 100 + i + 1);
+      r.set_op(v1::OPERATION_UPSERT);
+      r.set_payload(edit ? absl::StrCat(R"({"title":"edited )", b, "-", i, R"("})")
+                         : absl::StrCat(R"({"team_id":")", kTeam, R"(","title":"new )", b, "-",
+                                        i, R"(","priority":1})"));
+      const int64_t now = 1800000000000 + round * 1000000 + b * 1000 + i;
+      r.set_created_at(now);
+      r.mutable_clock()->set_physical_ms(now);
+    }
+    return revs;
+  };
+  // One batch first (PL/pgSQL plans are made once per connection).
+  PS_RETURN_IF_ERROR(ApplyRevisionBatch(session, batch_of(0), limits).status());
+  const auto a0 = Clock::now();
+  for (int b = 1; b <= batches; ++b) {
+    PS_RETURN_IF_ERROR(ApplyRevisionBatch(session, batch_of(b), limits).status());
+  }
+  ServerCost cost;
+  cost.apply_ms_per_batch = MsSince(a0) / batches;
+
+  const auto p0 = Clock::now();
+  size_t changes = 0;
+  for (int pages = 0; pages < 10000; ++pages) {
+    PS_ASSIGN_OR_RETURN(PullPage page, ReadChanges(session, cursor, 1000));
+    changes += page.changes.size();
+    cursor = page.next_cursor;
+    if (!page.has_more) break;
+  }
+  cost.pull_ms_per_1000 = changes > 0 ? MsSince(p0) * 1000.0 / changes : 0;
+  return cost;
+}
+
+int Main() {
+  const int server_rows = absl::GetFlag(FLAGS_server_rows);
+  const int batches = absl::GetFlag(FLAGS_batches);
+  std::printf("growth_bench: the same work at 1x and 10x the data\n");
+  std::vector<double> ratios;  // the server's; client_bench prints the client's
+  auto figure = [&](const std::string& what, double big, double small, const std::string& size,
+                    const std::string& small_size) {
+    std::printf("  %-52s %9.2f ms at %-5s %9.2f ms at %-5s  x%.2f\n", what.c_str(), small,
+                small_size.c_str(), big, size.c_str(), small > 0 ? big / small : 0);
+    bench::PrintFigure(absl::StrCat("growth: ", what, " at ", size, " (vs at ", small_size, ")"),
+                       big, "ms", small, "");
+    if (small > 0) ratios.push_back(big / small);
+  };
+
+  if (testing::AdminDatabaseUrl().empty()) {
+    std::printf("  server: skipped (PULSESYNC_TEST_DATABASE_URL is not set)\n");
+  } else {
+    auto db = testing::TestDatabase::Create();
+    if (!db.ok()) {
+      std::fprintf(stderr, "%s\n", db.status().ToString().c_str());
+      return 1;
+    }
+    const std::string url = (*db)->url();
+    if (!(*db)->Execute(
+                  absl::StrCat("INSERT INTO teams (id, name) VALUES ('", kTeam, "', 'growth')"))
+             .ok()) {
+      return 1;
+    }
+    const std::string server_small = Rows(server_rows / 10) + " tasks";
+    const std::string server_big = Rows(server_rows) + " tasks";
+    ServerCost s1, s10;
+    for (int round = 1; round <= 2; ++round) {
+      const int rows = round == 1 ? server_rows / 10 : server_rows;
+      const auto g0 = Clock::now();
+      if (!GrowServer(url, rows)) return 1;
+      std::printf("  (server data grown to %d tasks in %.1f s)\n", rows, MsSince(g0) / 1000);
+      std::fflush(stdout);
+      absl::StatusOr<ServerCost> cost = MeasureServer(url, batches, round);
+      if (!cost.ok()) {
+        std::fprintf(stderr, "server: %s\n", cost.status().ToString().c_str());
+        return 1;
+      }
+      (round == 1 ? s1 : s10) = *cost;
+    }
+    figure("server: apply a batch of 100 (half edits)", s10.apply_ms_per_batch,
+           s1.apply_ms_per_batch, server_big, server_small);
+    figure("server: pull 1,000 changes", s10.pull_ms_per_1000, s1.pull_ms_per_1000, server_big,
+           server_small);
+  }
+  double worst = 0;
+  for (double r : ratios) worst = std::max(worst, r);
+  std::printf("  worst growth x%.2f (1 = none: cost follows the changes, not the data)\n", worst);
+  bench::PrintFigure("growth: worst server cost ratio, 10x the data (1 = no growth)", worst, "x",
+                     0, "<=1.5");
+  return 0;
+}
+
+}  // namespace
+}  // namespace pulsesync
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return pulsesync::Main();
+}
