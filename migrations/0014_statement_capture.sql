@@ -15,22 +15,40 @@
 -- set-based write, from the session otherwise), the request's claims.
 --
 -- New rule: the id of a synced row cannot change. An update's old and new
--- rows are paired by id; an UPDATE that changes an id is refused (the row
--- trigger logged it as an update of the new id, which clients took for a
--- new object and kept the old one).
+-- rows are paired by id; an UPDATE that gives a row an id no row of it had
+-- is refused (the row trigger logged it as an update of the new id, which
+-- clients took for a new object while they kept the old one). Ids swapped
+-- among the updated rows (possible only with a deferrable primary key) are
+-- logged as what they are to a client: each id's row changed.
 
 -- AFTER INSERT / UPDATE / DELETE, FOR EACH STATEMENT, with the transition
 -- tables new_rows / old_rows. TG_ARGV: the object type, the team column
 -- ('' for none).
+--
+-- One statement can write a row more than once (a writable CTE beside a
+-- foreign-key cascade that sets a column NULL): all its versions are in the
+-- transition tables. The k-th new version of an id is paired with the k-th
+-- old one, both in version order (stamp_row gives every write a new
+-- version), so each write is logged once with its own predecessor.
 CREATE FUNCTION pulsesync.capture_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
 DECLARE
-  batch boolean := pulsesync.writing_batch();
-  session_origin text := nullif(current_setting('pulsesync.origin', true), '');
-  session_revision uuid := pulsesync.writing_revision();
-  request_claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  batch boolean;
+  session_origin text;
+  session_revision uuid;
+  request_claims jsonb;
   team_column text := nullif(TG_ARGV[1], '');
 BEGIN
+  -- A statement that wrote no row logs nothing (and reads no setting).
+  IF TG_OP = 'DELETE' THEN
+    IF NOT EXISTS (SELECT 1 FROM old_rows) THEN RETURN NULL; END IF;
+  ELSIF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+    RETURN NULL;
+  END IF;
+  batch := pulsesync.writing_batch();
+  session_origin := nullif(current_setting('pulsesync.origin', true), '');
+  session_revision := pulsesync.writing_revision();
+  request_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
   -- OFFSET 0 keeps each row's to_jsonb computed once, not once per use.
   IF TG_OP = 'INSERT' THEN
     INSERT INTO pulsesync.change_log
@@ -41,7 +59,7 @@ BEGIN
            CASE WHEN batch THEN n.j ->> 'last_origin_id' ELSE session_origin END,
            CASE WHEN batch THEN (n.j ->> 'last_revision_id')::uuid ELSE session_revision END,
            request_claims, n.j, NULL
-    FROM (SELECT r.id, to_jsonb(r) - pulsesync.internal_columns() AS j
+    FROM (SELECT r.id, to_jsonb(r.*) - pulsesync.internal_columns() AS j
           FROM new_rows r OFFSET 0) n;
   ELSIF TG_OP = 'UPDATE' THEN
     IF EXISTS (SELECT 1 FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id)) THEN
@@ -55,14 +73,17 @@ BEGIN
     SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], n.id, (n.j ->> team_column)::uuid,
            CASE WHEN (n.j ->> 'deleted')::boolean AND NOT coalesce((o.j ->> 'deleted')::boolean, false)
                 THEN 'DELETE' ELSE 'UPDATE' END,
-           (n.j ->> 'version')::bigint,
+           n.version,
            CASE WHEN batch THEN n.j ->> 'last_origin_id' ELSE session_origin END,
            CASE WHEN batch THEN (n.j ->> 'last_revision_id')::uuid ELSE session_revision END,
            request_claims, n.j, o.j
-    FROM (SELECT r.id, to_jsonb(r) - pulsesync.internal_columns() AS j
-          FROM new_rows r OFFSET 0) n
-    JOIN (SELECT r.id, to_jsonb(r) - pulsesync.internal_columns() AS j
-          FROM old_rows r OFFSET 0) o USING (id);
+    FROM (SELECT r.id, r.version, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
+                 to_jsonb(r.*) - pulsesync.internal_columns() AS j
+          FROM new_rows r) n
+    LEFT JOIN (SELECT r.id, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
+                      to_jsonb(r.*) - pulsesync.internal_columns() AS j
+               FROM old_rows r) o ON o.id = n.id AND o.nth = n.nth
+    ORDER BY n.version;
   ELSE
     -- A hard delete (a set-based write never deletes: it has no row to
     -- read the revision from).
@@ -74,7 +95,7 @@ BEGIN
            CASE WHEN batch THEN NULL ELSE session_origin END,
            CASE WHEN batch THEN NULL ELSE session_revision END,
            request_claims, NULL, o.j
-    FROM (SELECT r.id, to_jsonb(r) - pulsesync.internal_columns() AS j
+    FROM (SELECT r.id, to_jsonb(r.*) - pulsesync.internal_columns() AS j
           FROM old_rows r OFFSET 0) o;
   END IF;
   RETURN NULL;
@@ -134,5 +155,16 @@ $$;
 SELECT pulsesync.register_table(table_oid, object_type, team_column)
 FROM pulsesync.synced_tables;
 
--- The row trigger's function has no trigger left.
+-- The row trigger's function: any trigger left on a table that is not
+-- registered (any more) goes with it.
+DO $$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN SELECT tgrelid::regclass AS rel, tgname FROM pg_trigger
+           WHERE tgfoid = 'pulsesync.capture_change()'::regprocedure LOOP
+    EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+  END LOOP;
+END
+$$;
 DROP FUNCTION pulsesync.capture_change();

@@ -3,6 +3,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -183,9 +184,14 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
   auto send = [this](std::vector<PendingRevision> batch) -> absl::StatusOr<InFlight> {
     PS_ASSIGN_OR_RETURN(v1::ApplyRevisionsRequest request, BuildPushRequest(batch, options_));
     InFlight call{std::move(batch), {}};
-    call.answer = std::async(std::launch::async, [this, request = std::move(request)] {
-      return transport_->ApplyRevisions(request);
-    });
+    try {
+      call.answer = std::async(std::launch::async, [this, request = std::move(request)] {
+        return transport_->ApplyRevisions(request);
+      });
+    } catch (const std::system_error& e) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot start a thread for the push: ", e.what()));
+    }
     return call;
   };
   std::optional<InFlight> next_call;
@@ -266,10 +272,17 @@ absl::StatusOr<PushSummary> SyncEngine::PushLocked() {
     // The server held nothing back: the next batch may go before this
     // answer is recorded (invariant 1 holds: each is marked only after its
     // own answer).
+    absl::Status sent = absl::OkStatus();
     if (out_of_order.empty() && !following.empty()) {
-      PS_ASSIGN_OR_RETURN(next_call, send(std::move(following)));
+      absl::StatusOr<InFlight> started = send(std::move(following));
+      if (started.ok()) {
+        next_call = *std::move(started);
+      } else {
+        sent = started.status();  // after this answer is recorded
+      }
     }
     PS_RETURN_IF_ERROR(store_->RecordPushResults(outcomes));
+    PS_RETURN_IF_ERROR(sent);
     if (!out_of_order.empty() && expected_seq > 0 && !resent) {
       // The server expects a seq this database counts as answered: it lost
       // acknowledged revisions (restored from an older backup, or commits

@@ -51,7 +51,10 @@ using AuditStream = ResponseStream<v1::GetAuditTrailResponse>;
 // status code and message (see sync.proto for what each code means);
 // kUnavailable / kDeadlineExceeded when the server cannot be reached in time.
 // Implementations must be safe to call from one thread at a time at least,
-// and say if they allow more.
+// and say if they allow more. Not always the same thread: SyncEngine's push
+// makes each ApplyRevisions call on a thread of its own (one call at a
+// time), so a transport, and a token provider it calls, must not depend on
+// the thread that created it.
 class Transport {
  public:
   virtual ~Transport() = default;

@@ -663,6 +663,7 @@ absl::Status LocalStore::Delete(absl::string_view object_type, absl::string_view
 }
 
 absl::StatusOr<std::vector<std::string>> LocalStore::Apply(const std::vector<LocalWrite>& writes) {
+  if (writes.empty()) return std::vector<std::string>();  // no transaction, no notification
   return WriteImpl(writes, /*name_index=*/true);
 }
 
@@ -711,7 +712,7 @@ absl::StatusOr<std::vector<std::string>> LocalStore::WriteImpl(
 
 absl::StatusOr<LocalStore::PlannedWrite> LocalStore::PlanWrite(const LocalWrite& write) const {
   PS_ASSIGN_OR_RETURN(const ObjectTypeDef* def, LookupType(write.object_type, schema_version_));
-  PlannedWrite p{write.kind, def, "", JsonValue::Object()};
+  PlannedWrite p{write.kind, def, "", JsonValue::Object(), clock_.NowMs()};
   if (write.kind == LocalWrite::Kind::kDelete) {
     PS_ASSIGN_OR_RETURN(p.id, NormalizeId(write.id));
     return p;
@@ -754,7 +755,7 @@ absl::StatusOr<LocalStore::PlannedWrite> LocalStore::PlanWrite(const LocalWrite&
     if (m.first != "id") p.payload.Set(m.first, m.second);
   }
   if (p.payload.Find("created_at") == nullptr) {
-    p.payload.Set("created_at", JsonValue::String(FormatTimestamp(clock_.NowMs())));
+    p.payload.Set("created_at", JsonValue::String(FormatTimestamp(p.now_ms)));
   }
   return p;
 }
@@ -804,7 +805,7 @@ absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write)
       db_.Cached(absl::StrCat("INSERT INTO ", def.table, " (", absl::StrJoin(cols, ", "),
                               ") VALUES (", absl::StrJoin(marks, ", "), ")")));
   PS_RETURN_IF_ERROR(ins->BindText(1, id));
-  PS_RETURN_IF_ERROR(ins->BindText(2, FormatTimestamp(clock_.NowMs())));
+  PS_RETURN_IF_ERROR(ins->BindText(2, FormatTimestamp(write.now_ms)));
   PS_RETURN_IF_ERROR(ins->BindText(3, origin_id_));
   PS_RETURN_IF_ERROR(ins->BindText(4, revision_id));
   PS_RETURN_IF_ERROR(ins->BindText(5, FormatHlc(ts, origin_id_)));

@@ -526,6 +526,7 @@ class LocalStore {
     const ObjectTypeDef* def;
     std::string id;
     JsonValue payload;  // the revision's fields (kCreate: with created_at)
+    int64_t now_ms = 0;  // when it was planned: created_at and updated_at of a create
   };
   absl::StatusOr<PlannedWrite> PlanWrite(const LocalWrite& write) const;
   // Writes the row and its revision in the caller's transaction.

@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -163,7 +165,8 @@ std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
   }
   if (options.max_reconnect_backoff > absl::ZeroDuration()) {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
+                static_cast<int>(std::min<int64_t>(
+                    absl::ToInt64Milliseconds(options.max_reconnect_backoff), INT32_MAX)));
   }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeChannelCredentials(address, options);

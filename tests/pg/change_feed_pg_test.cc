@@ -206,6 +206,38 @@ TEST_F(ChangeFeedPgTest, MultiRowStatementsLogEveryRowWithItsOwnOldRow) {
             "8");
 }
 
+// One statement that writes a row twice (a writable CTE, then the foreign-key
+// cascade of the statement's DELETE): each write is logged once, with its own
+// predecessor as the old row.
+TEST_F(ChangeFeedPgTest, ARowWrittenTwiceByOneStatementIsLoggedOncePerWrite) {
+  const std::string project = NewUuid();
+  ASSERT_OK(db_->Execute(absl::StrCat("INSERT INTO public.projects (id, team_id, name) VALUES ('",
+                                      project, "', '", team_, "', 'P')")));
+  const std::string task = NewUuid();
+  ASSERT_OK(db_->Execute(absl::StrCat("INSERT INTO public.tasks (id, team_id, title, project_id) "
+                                      "VALUES ('", task, "', '", team_, "', 'before', '", project,
+                                      "')")));
+  std::string cursor;
+  Drain(cursor);
+  ASSERT_OK(db_->Execute(absl::StrCat("WITH a AS (UPDATE public.tasks SET title = 'renamed' WHERE id = '",
+                                      task, "' RETURNING id) DELETE FROM public.projects WHERE id = '",
+                                      project, "'")));
+  std::vector<const v1::Change*> writes;
+  const std::vector<v1::Change> changes = Drain(cursor);
+  for (const v1::Change& ch : changes) {
+    if (ch.object_id() == task) writes.push_back(&ch);
+  }
+  ASSERT_EQ(writes.size(), 2u);  // not one per pairing of two old and two new rows
+  EXPECT_EQ(writes[0]->event(), v1::EVENT_TYPE_UPDATE);
+  EXPECT_THAT(writes[0]->old_record(), HasSubstr("\"title\": \"before\""));
+  EXPECT_THAT(writes[0]->new_record(), HasSubstr("\"title\": \"renamed\""));
+  EXPECT_THAT(writes[0]->new_record(), HasSubstr(project));
+  EXPECT_THAT(writes[1]->old_record(), HasSubstr("\"title\": \"renamed\""));
+  EXPECT_THAT(writes[1]->old_record(), HasSubstr(project));
+  EXPECT_THAT(writes[1]->new_record(), HasSubstr("\"project_id\": null"));
+  EXPECT_GT(writes[1]->version(), writes[0]->version());
+}
+
 // An update's old and new rows are paired by id, and a synced row's id is
 // its identity on every device: changing it is refused, and nothing of the
 // statement is written.

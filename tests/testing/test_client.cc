@@ -30,8 +30,10 @@ absl::StatusOr<std::unique_ptr<TestClient>> TestClient::Open(const std::string& 
   if (options.own_connection) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(absl::ToInt64Milliseconds(topts.max_reconnect_backoff)));
+    if (topts.max_reconnect_backoff > absl::ZeroDuration()) {
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                  static_cast<int>(absl::ToInt64Milliseconds(topts.max_reconnect_backoff)));
+    }
     c->transport_ = GrpcTransport::FromChannel(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args), topts);
   } else {
