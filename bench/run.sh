@@ -10,7 +10,7 @@
 #                   # idle streams, 100,000-row initial sync, growth to 1M
 #                   # server rows and 100k client rows): about 4 minutes on
 #                   # 2 cores
-#   PULSESYNC_BENCH_SCALE=small bench/run.sh   # a quick look: under 1 minute
+#   PULSESYNC_BENCH_SCALE=small bench/run.sh   # a quick look: about 2 minutes
 # Env: PULSESYNC_BUILD_DIR (default build), PULSESYNC_SKIP_BUILD=1,
 #      PULSESYNC_BENCH_LOG (default: a temporary file, kept).
 set -euo pipefail
