@@ -38,6 +38,7 @@ DECLARE
   session_revision uuid;
   request_claims jsonb;
   team_column text := nullif(TG_ARGV[1], '');
+  orphaned boolean;
 BEGIN
   -- A statement that wrote no row logs nothing (and reads no setting).
   IF TG_OP = 'DELETE' THEN
@@ -62,28 +63,33 @@ BEGIN
     FROM (SELECT r.id, to_jsonb(r.*) - pulsesync.internal_columns() AS j
           FROM new_rows r OFFSET 0) n;
   ELSIF TG_OP = 'UPDATE' THEN
-    IF EXISTS (SELECT 1 FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id)) THEN
+    WITH logged AS (
+      INSERT INTO pulsesync.change_log
+        (schema_name, table_name, object_type, object_id, team_id, op, version,
+         origin_id, revision_id, claims, new_row, old_row)
+      SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], n.id, (n.j ->> team_column)::uuid,
+             CASE WHEN (n.j ->> 'deleted')::boolean AND NOT coalesce((o.j ->> 'deleted')::boolean, false)
+                  THEN 'DELETE' ELSE 'UPDATE' END,
+             n.version,
+             CASE WHEN batch THEN n.j ->> 'last_origin_id' ELSE session_origin END,
+             CASE WHEN batch THEN (n.j ->> 'last_revision_id')::uuid ELSE session_revision END,
+             request_claims, n.j, o.j
+      FROM (SELECT r.id, r.version, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
+                   to_jsonb(r.*) - pulsesync.internal_columns() AS j
+            FROM new_rows r) n
+      LEFT JOIN (SELECT r.id, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
+                        to_jsonb(r.*) - pulsesync.internal_columns() AS j
+                 FROM old_rows r) o ON o.id = n.id AND o.nth = n.nth
+      ORDER BY n.version
+      RETURNING old_row IS NULL AS orphan)
+    SELECT coalesce(bool_or(orphan), false) INTO orphaned FROM logged;
+    -- A new row without its predecessor: the statement gave a row an id
+    -- none of its rows had. Raising undoes the statement, log rows included.
+    IF orphaned THEN
       RAISE EXCEPTION 'the id of a row of synced table %.% cannot change', TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = 'check_violation',
               HINT = 'write a new row with the new id and delete the old one';
     END IF;
-    INSERT INTO pulsesync.change_log
-      (schema_name, table_name, object_type, object_id, team_id, op, version,
-       origin_id, revision_id, claims, new_row, old_row)
-    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], n.id, (n.j ->> team_column)::uuid,
-           CASE WHEN (n.j ->> 'deleted')::boolean AND NOT coalesce((o.j ->> 'deleted')::boolean, false)
-                THEN 'DELETE' ELSE 'UPDATE' END,
-           n.version,
-           CASE WHEN batch THEN n.j ->> 'last_origin_id' ELSE session_origin END,
-           CASE WHEN batch THEN (n.j ->> 'last_revision_id')::uuid ELSE session_revision END,
-           request_claims, n.j, o.j
-    FROM (SELECT r.id, r.version, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
-                 to_jsonb(r.*) - pulsesync.internal_columns() AS j
-          FROM new_rows r) n
-    LEFT JOIN (SELECT r.id, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
-                      to_jsonb(r.*) - pulsesync.internal_columns() AS j
-               FROM old_rows r) o ON o.id = n.id AND o.nth = n.nth
-    ORDER BY n.version;
   ELSE
     -- A hard delete (a set-based write never deletes: it has no row to
     -- read the revision from).
