@@ -168,6 +168,7 @@ std::unique_ptr<GrpcTransport> GrpcTransport::Create(const std::string& address,
                 static_cast<int>(std::min<int64_t>(
                     absl::ToInt64Milliseconds(options.max_reconnect_backoff), INT32_MAX)));
   }
+  if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeChannelCredentials(address, options);
   if (!credentials.ok()) {

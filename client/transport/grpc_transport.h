@@ -64,6 +64,11 @@ struct GrpcTransportOptions {
   // is back, failing every call with UNAVAILABLE meanwhile (wait_for_ready
   // off) or waiting (on). Zero leaves gRPC's default.
   absl::Duration max_reconnect_backoff = absl::Seconds(5);
+  // A TCP connection of this transport's own. gRPC otherwise shares one
+  // connection among a process's channels to the same address with the same
+  // arguments; a process acting for many devices (a load generator, the
+  // soak) wants one per device, as the devices would have.
+  bool own_connection = false;
   // TLS, on channels that Create() makes. With a CA file (PEM: the roots the
   // server's certificate must chain to; /etc/ssl/certs/ca-certificates.crt
   // for a certificate from a public CA) the channel speaks TLS and checks

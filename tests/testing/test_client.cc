@@ -11,7 +11,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/json.h"
-#include "grpcpp/grpcpp.h"
 
 namespace pulsesync::testing {
 
@@ -27,18 +26,8 @@ absl::StatusOr<std::unique_ptr<TestClient>> TestClient::Open(const std::string& 
   topts.user_id = options.user_id;
   topts.deadline = options.deadline;
   topts.wait_for_ready = options.wait_for_ready;
-  if (options.own_connection) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    if (topts.max_reconnect_backoff > absl::ZeroDuration()) {
-      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                  static_cast<int>(absl::ToInt64Milliseconds(topts.max_reconnect_backoff)));
-    }
-    c->transport_ = GrpcTransport::FromChannel(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args), topts);
-  } else {
-    c->transport_ = GrpcTransport::Create(address, topts);
-  }
+  topts.own_connection = options.own_connection;
+  c->transport_ = GrpcTransport::Create(address, topts);
   c->engine_ = std::make_unique<SyncEngine>(c->store_.get(), c->transport_.get(), options.engine);
   if (options.subscribe) {
     SubscriberOptions sopts;
