@@ -156,15 +156,7 @@ int Main() {
   const int server_rows = absl::GetFlag(FLAGS_server_rows);
   const int batches = absl::GetFlag(FLAGS_batches);
   std::printf("growth_bench: the same work at 1x and 10x the data\n");
-  std::vector<double> ratios;  // the server's; client_bench prints the client's
-  auto figure = [&](const std::string& what, double big, double small, const std::string& size,
-                    const std::string& small_size) {
-    std::printf("  %-52s %9.2f ms at %-5s %9.2f ms at %-5s  x%.2f\n", what.c_str(), small,
-                small_size.c_str(), big, size.c_str(), small > 0 ? big / small : 0);
-    bench::PrintFigure(absl::StrCat("growth: ", what, " at ", size, " (vs at ", small_size, ")"),
-                       big, "ms", small, "");
-    if (small > 0) ratios.push_back(big / small);
-  };
+  bench::GrowthFigures growth;  // the server's; client_bench has the client's
 
   if (testing::AdminDatabaseUrl().empty()) {
     std::printf("  server: skipped (PULSESYNC_TEST_DATABASE_URL is not set)\n");
@@ -196,16 +188,12 @@ int Main() {
       }
       (round == 1 ? s1 : s10) = *cost;
     }
-    figure("server: apply a batch of 100 (half edits)", s10.apply_ms_per_batch,
-           s1.apply_ms_per_batch, server_big, server_small);
-    figure("server: pull 1,000 changes", s10.pull_ms_per_1000, s1.pull_ms_per_1000, server_big,
-           server_small);
+    growth.Add("server: apply a batch of 100 (half edits)", s1.apply_ms_per_batch, server_small,
+               s10.apply_ms_per_batch, server_big);
+    growth.Add("server: pull 1,000 changes", s1.pull_ms_per_1000, server_small,
+               s10.pull_ms_per_1000, server_big);
   }
-  double worst = 0;
-  for (double r : ratios) worst = std::max(worst, r);
-  std::printf("  worst growth x%.2f (1 = none: cost follows the changes, not the data)\n", worst);
-  bench::PrintFigure("growth: worst server cost ratio, 10x the data (1 = no growth)", worst, "x",
-                     0, "<=1.5");
+  growth.Worst("growth: worst server cost ratio, 10x the data (1 = no growth)");
   return 0;
 }
 
