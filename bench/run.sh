@@ -57,13 +57,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pg_tmp="$(mktemp -d /tmp/pulsesync-bench.XXXXXX)"
-chmod 755 "$pg_tmp"
-pg_datadir="$pg_tmp/pgdata"
-ps_pg_init "$pg_datadir" throwaway
-port="$(ps_free_port)"
-ps_pg_start "$pg_datadir" "$port"
-export PULSESYNC_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+ps_pg_throwaway pulsesync-bench
 ps_log "benchmarks at scale $scale against $PULSESYNC_TEST_DATABASE_URL; output in $log"
 
 figures="$pg_tmp/figures.tsv"

@@ -252,6 +252,28 @@ ps_pg_start() {
   ps_die "could not start PostgreSQL in $datadir (see $log)"
 }
 
+# ps_pg_throwaway PREFIX: a throwaway cluster (no fsync; for tests and
+# benchmarks) in a new directory PREFIX.XXXXXX under $TMPDIR, or under /tmp
+# when postgres cannot reach $TMPDIR, started on a free port. Sets pg_tmp
+# (the directory) and pg_datadir as soon as each exists, so that the
+# caller's EXIT trap can stop and remove them, and exports
+# PULSESYNC_TEST_DATABASE_URL (the superuser on 127.0.0.1).
+ps_pg_throwaway() {
+  local prefix="$1" port
+  pg_tmp="$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")"
+  chmod 755 "$pg_tmp"
+  if ! ps_pg_can_traverse "$pg_tmp"; then
+    rm -rf "$pg_tmp"
+    pg_tmp="$(mktemp -d "/tmp/$prefix.XXXXXX")"
+    chmod 755 "$pg_tmp"
+  fi
+  pg_datadir="$pg_tmp/pgdata"
+  ps_pg_init "$pg_datadir" throwaway
+  port="$(ps_free_port)"
+  ps_pg_start "$pg_datadir" "$port"
+  export PULSESYNC_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
 ps_pg_stop() {
   local datadir="$1"
   if ps_pg_is_running "$datadir"; then

@@ -50,21 +50,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A throwaway cluster: in $TMPDIR, or in /tmp if postgres cannot reach that.
-pg_tmp="$(mktemp -d "${TMPDIR:-/tmp}/pulsesync-test.XXXXXX")"
-chmod 755 "$pg_tmp"
-if ! ps_pg_can_traverse "$pg_tmp"; then
-  rm -rf "$pg_tmp"
-  pg_tmp="$(mktemp -d /tmp/pulsesync-test.XXXXXX)"
-  chmod 755 "$pg_tmp"
-fi
-pg_datadir="$pg_tmp/pgdata"
-ps_pg_init "$pg_datadir" throwaway
-
-port="$(ps_free_port)"
-ps_pg_start "$pg_datadir" "$port"
-
-export PULSESYNC_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+ps_pg_throwaway pulsesync-test
 ps_log "test PostgreSQL: $PULSESYNC_TEST_DATABASE_URL (data $pg_datadir)"
 
 # In the background, so that a SIGTERM to this script (e.g. a CI timeout)
