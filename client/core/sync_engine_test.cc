@@ -220,38 +220,6 @@ TEST_F(SyncEngineTest, PushSendsPendingRevisionsInSeqOrderInCompressedBatchesOf1
   EXPECT_EQ(transport_.pushed_batches.size(), 3u);
 }
 
-// Invariant 6: the next batch goes out before an answer is recorded. When
-// recording fails, both batches stay pending (invariant 1) and the next push
-// sends them again; the server answers DUPLICATE for what it applied.
-TEST_F(SyncEngineTest, PushSendsTheNextBatchBeforeRecordingAnAnswer) {
-  CreateTeams(250);
-  {
-    absl::StatusOr<sqlite::SqliteDb> raw = sqlite::SqliteDb::Open(path_, false);
-    ASSERT_TRUE(raw.ok()) << raw.status();
-    ASSERT_TRUE(raw->Exec("CREATE TRIGGER fail_record BEFORE UPDATE OF synced ON revisions "
-                          "BEGIN SELECT RAISE(ABORT, 'injected'); END;")
-                    .ok());
-  }
-  SyncEngine engine(store_.get(), &transport_);
-  absl::StatusOr<PushSummary> failed = engine.Push();
-  EXPECT_FALSE(failed.ok());
-  EXPECT_NE(failed.status().message().find("injected"), std::string::npos) << failed.status();
-  ASSERT_EQ(transport_.pushed_batches.size(), 2u);  // the second went before the first was recorded
-  EXPECT_EQ(transport_.pushed_batches[1].front().seq(), 101);
-  EXPECT_EQ(Pending(), 250);
-  {
-    absl::StatusOr<sqlite::SqliteDb> raw = sqlite::SqliteDb::Open(path_, false);
-    ASSERT_TRUE(raw.ok()) << raw.status();
-    ASSERT_TRUE(raw->Exec("DROP TRIGGER fail_record").ok());
-  }
-  absl::StatusOr<PushSummary> again = engine.Push();
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(again->duplicate, 200);
-  EXPECT_EQ(again->applied, 50);
-  EXPECT_EQ(transport_.pushed_batches.size(), 5u);
-  EXPECT_EQ(Pending(), 0);
-}
-
 TEST_F(SyncEngineTest, ASmallBatchGoesUncompressed) {
   CreateTeams(2);  // ~400 bytes: compression would save little and cost a round of CPU
   SyncEngine engine(store_.get(), &transport_);

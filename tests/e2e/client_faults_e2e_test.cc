@@ -164,6 +164,51 @@ TEST_F(ClientFaultsE2eTest, ALostAnswerIsRetriedAsADuplicateAndAppliedOnce) {
   EXPECT_EQ(ServerTasks().size(), 3u);
 }
 
+// SyncEngine invariant 6 against a real server: the next batch goes out
+// before an answer is recorded. When recording fails, the server has applied
+// both batches while the client still holds them pending (invariant 1); the
+// next push sends them again and they are answered DUPLICATE, applied once.
+TEST_F(ClientFaultsE2eTest, AFailedRecordAfterAPipelinedBatchLosesNothingAndAppliesNothingTwice) {
+  const std::string path = dir_ + "/pipelined.db";
+  ASSERT_OK_AND_ASSIGN(auto client, TestClient::Open(path, server_->address()));
+  std::vector<LocalWrite> writes;
+  for (int i = 0; i < 250; ++i) {
+    JsonValue fields = JsonValue::Object();
+    fields.Set("team_id", JsonValue::String(team_));
+    fields.Set("title", JsonValue::String(absl::StrCat("t", i)));
+    writes.push_back(LocalWrite::Create("task", fields));
+  }
+  ASSERT_OK(client->store()->Apply(writes).status());
+  auto exec = [&](const char* sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  };
+  exec("CREATE TRIGGER fail_record BEFORE UPDATE OF synced ON revisions "
+       "BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+  const std::string applied_sql =
+      absl::StrCat("SELECT count(*) FROM pulsesync.applied_revisions WHERE origin_id = '",
+                   client->store()->origin_id(), "'");
+
+  absl::StatusOr<PushSummary> failed = client->engine()->Push();
+  EXPECT_THAT(failed.status().message(), HasSubstr("injected")) << failed.status();
+  // Batch 2 was sent before batch 1's answer was recorded (which failed).
+  EXPECT_EQ(db_->QueryValue(applied_sql).value_or(""), "200");
+  EXPECT_EQ(client->Pending(), 250);
+
+  exec("DROP TRIGGER fail_record");
+  absl::StatusOr<PushSummary> again = client->engine()->Push();
+  ASSERT_OK(again.status());
+  EXPECT_EQ(again->duplicate, 200);
+  EXPECT_EQ(again->applied, 50);
+  EXPECT_EQ(client->Pending(), 0);
+  EXPECT_EQ(db_->QueryValue(applied_sql).value_or(""), "250");
+  EXPECT_OK(testing::CheckAcknowledgedExactlyOnce(*db_, client->AckedRevisionIds()));
+  EXPECT_EQ(ServerTasks().size(), 250u);
+}
+
 // The soak's divergence (LocalStore invariant 13): the server applied an
 // edit whose answer was lost; another device then edited the same field,
 // and this client pulled both changes while its own edit was still pending
