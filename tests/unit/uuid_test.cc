@@ -17,6 +17,8 @@ TEST(UuidTest, RandomUuidsAreVersion4) {
   for (int i = 0; i < 1000; ++i) {
     const std::string id = NewUuid();
     ASSERT_TRUE(IsUuid(id)) << id;
+    // Canonical text: lowercase hex, as PostgreSQL prints a uuid.
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef-"), std::string::npos) << id;
     EXPECT_EQ(id[14], '4') << id;
     EXPECT_NE(std::string("89ab").find(id[19]), std::string::npos) << id;
     EXPECT_TRUE(seen.insert(id).second) << id;
