@@ -208,18 +208,23 @@ class Parser {
 
   bool ParseObject(int depth, JsonValue* out) {
     ++pos_;
-    JsonValue obj = JsonValue::Object();
+    // Members collected here and moved in once: each key is compared with
+    // the earlier ones once (duplicates), not again by JsonValue::Set.
+    std::vector<JsonValue::Member> members;
     SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '}') { ++pos_; *out = std::move(obj); return true; }
+    if (pos_ < s_.size() && s_[pos_] == '}') { ++pos_; *out = JsonValue::Object(); return true; }
+    members.reserve(8);
     while (true) {
       SkipSpace();
       if (pos_ >= s_.size() || s_[pos_] != '"') return FailB("a member name");
       const size_t key_pos = pos_;
       std::string key;
       if (!ParseString(&key)) return false;
-      if (obj.Find(key) != nullptr) {
-        pos_ = key_pos;
-        return FailB(absl::StrCat("no duplicate member \"", key, "\""));
+      for (const JsonValue::Member& m : members) {
+        if (m.first == key) {
+          pos_ = key_pos;
+          return FailB(absl::StrCat("no duplicate member \"", key, "\""));
+        }
       }
       SkipSpace();
       if (pos_ >= s_.size() || s_[pos_] != ':') return FailB("':'");
@@ -227,13 +232,13 @@ class Parser {
       SkipSpace();
       JsonValue v;
       if (!ParseValue(depth + 1, &v)) return false;
-      obj.Set(key, std::move(v));
+      members.emplace_back(std::move(key), std::move(v));
       SkipSpace();
       if (pos_ < s_.size() && s_[pos_] == ',') { ++pos_; continue; }
       if (pos_ < s_.size() && s_[pos_] == '}') { ++pos_; break; }
       return FailB("',' or '}'");
     }
-    *out = std::move(obj);
+    *out = JsonValue::Object(std::move(members));
     return true;
   }
 

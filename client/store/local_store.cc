@@ -1330,6 +1330,15 @@ absl::Status LocalStore::BeginSnapshotLocked(const std::vector<std::string>& tab
       db_.Exec("CREATE TEMP TABLE IF NOT EXISTS snapshot_seen (object_type TEXT NOT NULL, "
                "object_id TEXT NOT NULL, PRIMARY KEY (object_type, object_id)) WITHOUT ROWID;"
                "DELETE FROM temp.snapshot_seen;"));
+  // Invariant 8: a table empty now has no row the snapshot could lack.
+  snapshot_untracked_.clear();
+  for (const std::string& type : covered) {
+    const ObjectTypeDef* def = FindObjectType(type, schema_version_);
+    PS_ASSIGN_OR_RETURN(Statement any,
+                        db_.Prepare(absl::StrCat("SELECT 1 FROM ", def->table, " LIMIT 1")));
+    PS_ASSIGN_OR_RETURN(bool has_rows, any.Step());
+    if (!has_rows) snapshot_untracked_.insert(type);
+  }
   snapshot_types_ = std::move(covered);
   return absl::OkStatus();
 }
@@ -1353,6 +1362,7 @@ absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>
       summary->skipped += static_cast<int64_t>(group.records.size());
       continue;
     }
+    const bool tracked = snapshot_untracked_.count(def->object_type) == 0;
     for (const std::string& text : group.records) {
       absl::StatusOr<JsonValue> record = ParseJson(text);
       const JsonValue* id_value = record.ok() ? record->Find("id") : nullptr;
@@ -1367,10 +1377,12 @@ absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>
       }
       const std::string id = absl::AsciiStrToLower(id_value->text());
       // Seen even when not newer: the server has it, so Finish keeps it.
-      seen.Reset();
-      PS_RETURN_IF_ERROR(seen.BindText(1, def->object_type));
-      PS_RETURN_IF_ERROR(seen.BindText(2, id));
-      PS_RETURN_IF_ERROR(seen.Run());
+      if (tracked) {
+        seen.Reset();
+        PS_RETURN_IF_ERROR(seen.BindText(1, def->object_type));
+        PS_RETURN_IF_ERROR(seen.BindText(2, id));
+        PS_RETURN_IF_ERROR(seen.Run());
+      }
       PS_ASSIGN_OR_RETURN(RecordResult applied,
                           ApplyRecord(def, id, *version, /*hard_delete=*/false, *record, hlc));
       ++(applied.taken && applied.changed ? summary->applied : summary->skipped);
@@ -1385,6 +1397,7 @@ absl::Status LocalStore::FinishSnapshotLocked(StateRow* state, absl::string_view
     return absl::FailedPreconditionError("no snapshot in progress (call BeginSnapshot first)");
   }
   for (const std::string& type : *snapshot_types_) {
+    if (snapshot_untracked_.count(type) > 0) continue;  // nothing predates the snapshot
     const ObjectTypeDef* def = FindObjectType(type, schema_version_);
     const std::string absent = absl::StrCat(
         " FROM ", def->table,

@@ -50,7 +50,10 @@
 //     (invariant 5: newer versions only, pending fields kept).
 //  8. Rows of the covered types that the snapshot does not hold are removed
 //     (they were deleted on the server, or left the caller's scope), except
-//     rows with pending revisions, which the push will bring back.
+//     rows with pending revisions, which the push will bring back. Only rows
+//     that were there when the snapshot began can be such rows: a type whose
+//     table was empty then (a new client's initial sync) removes nothing, and
+//     which ids the snapshot held is not recorded for it.
 //  9. The snapshot's cursor is stored only in the transaction that performs
 //     8, i.e. with the last chunk; earlier chunks may commit before it
 //     (safe by invariant 5).
@@ -542,6 +545,8 @@ class LocalStore {
   sqlite::SqliteDb db_ ABSL_GUARDED_BY(mu_);
   // The types of the snapshot in progress (Begin..Finish); nullopt = none.
   std::optional<std::set<std::string>> snapshot_types_ ABSL_GUARDED_BY(mu_);
+  // Of those, the types whose tables were empty when it began (invariant 8).
+  std::set<std::string> snapshot_untracked_ ABSL_GUARDED_BY(mu_);
   absl::Mutex listener_mu_;
   std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
   const WallClock& clock_;

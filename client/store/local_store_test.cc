@@ -785,6 +785,37 @@ TEST_F(LocalStoreTest, ChunkedSnapshotStoresTheCursorOnlyWhenFinished) {
   EXPECT_TRUE(store_->Get("team", b)->has_value());
 }
 
+// Invariant 8 for a new client: tables empty when the snapshot began hold no
+// row the snapshot could lack, so Finish removes none of theirs, even one
+// written and pushed between chunks (the snapshot predates it; the server
+// has it). Once the tables have rows, absent ones are removed again.
+TEST_F(LocalStoreTest, AnInitialSnapshotRemovesNothingWrittenWhileItRan) {
+  const std::string a = NewUuid(), b = NewUuid();
+  ASSERT_TRUE(store_->BeginSnapshot().ok());
+  ASSERT_TRUE(store_->ApplySnapshotChunk({Teams({TeamRecord(a, 1, "a")})}).ok());
+  const std::string pushed = CreateTeam("written during the snapshot");
+  const std::vector<PendingRevision> pending = *store_->PendingRevisions(10);
+  ASSERT_EQ(pending.size(), 1u);
+  std::vector<PushOutcome> outcomes = {
+      PushOutcome{pending[0].id, PushOutcome::Kind::kApplied, 7, false, "", "", ""}};
+  ASSERT_TRUE(store_->RecordPushResults(outcomes).ok());
+  ASSERT_TRUE(store_->ApplySnapshotChunk({Teams({TeamRecord(b, 2, "b")})}).ok());
+  absl::StatusOr<ApplySnapshotSummary> s = store_->FinishSnapshot("initial");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->removed, 0);
+  EXPECT_EQ(MustGet("team", pushed).Find("name")->text(), "written during the snapshot");
+  EXPECT_TRUE(store_->Get("team", a)->has_value());
+  EXPECT_TRUE(store_->Get("team", b)->has_value());
+  EXPECT_EQ(store_->GetSyncState()->cursor, "initial");
+
+  // The next snapshot begins with rows: the ones it lacks go.
+  s = store_->ApplySnapshot({Teams({TeamRecord(a, 3, "a3"), TeamRecord(pushed, 7, "p")})}, "again");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->removed, 1);
+  EXPECT_FALSE(store_->Get("team", b, ReadOptions{true})->has_value());
+  EXPECT_EQ(MustGet("team", a).Find("name")->text(), "a3");
+}
+
 TEST_F(LocalStoreTest, ASnapshotThatCannotCommitAppliesNothing) {
   const std::string id = NewUuid();
   ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 1, "one")}, "c1").ok());
