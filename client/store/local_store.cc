@@ -1,6 +1,7 @@
 #include "client/store/local_store.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 #include <utility>
@@ -338,9 +339,60 @@ absl::Status EnsureCatalog(SqliteDb& db, int schema_version) {
 
 }  // namespace
 
+// What absl::FormatTime("%Y-%m-%dT%H:%M:%E*S+00:00", UTC) prints (fraction
+// without trailing zeros, none for a whole second), by hand: cctz's general
+// formatter took a twentieth of a batched local write, which stamps two.
+// Years 1000-9999; others (never a clock reading) go to absl.
 std::string FormatTimestamp(int64_t unix_ms) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E*S+00:00", absl::FromUnixMillis(unix_ms),
-                          absl::UTCTimeZone());
+  constexpr int64_t kMsPerDay = 86'400'000;
+  int64_t days = unix_ms / kMsPerDay;
+  int64_t ms_of_day = unix_ms % kMsPerDay;
+  if (ms_of_day < 0) {
+    ms_of_day += kMsPerDay;
+    --days;
+  }
+  // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
+  const int64_t z = days + 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  const int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  const int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  const int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  if (year < 1000 || year > 9999) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%E*S+00:00", absl::FromUnixMillis(unix_ms),
+                            absl::UTCTimeZone());
+  }
+  char buf[40];
+  auto two = [](char* p, int64_t v) {
+    p[0] = static_cast<char>('0' + v / 10);
+    p[1] = static_cast<char>('0' + v % 10);
+  };
+  two(buf, year / 100);
+  two(buf + 2, year % 100);
+  buf[4] = '-';
+  two(buf + 5, month);
+  buf[7] = '-';
+  two(buf + 8, day);
+  buf[10] = 'T';
+  two(buf + 11, ms_of_day / 3'600'000);
+  buf[13] = ':';
+  two(buf + 14, ms_of_day / 60'000 % 60);
+  buf[16] = ':';
+  two(buf + 17, ms_of_day / 1000 % 60);
+  size_t n = 19;
+  if (int64_t frac = ms_of_day % 1000; frac != 0) {
+    buf[n++] = '.';
+    buf[n++] = static_cast<char>('0' + frac / 100);
+    if (frac % 100 != 0) {
+      buf[n++] = static_cast<char>('0' + frac / 10 % 10);
+      if (frac % 10 != 0) buf[n++] = static_cast<char>('0' + frac % 10);
+    }
+  }
+  std::memcpy(buf + n, "+00:00", 6);
+  return std::string(buf, n + 6);
 }
 
 // --- Open ---
@@ -788,10 +840,7 @@ absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write)
     return WriteRevision(state, def, id, RevisionOp::kDelete, "{}", row->version, revision_id,
                          ts);
   }
-  PS_ASSIGN_OR_RETURN(std::optional<RowState> existing, ReadRowState(def, id));
-  if (existing.has_value()) {
-    return absl::AlreadyExistsError(absl::StrCat(def.object_type, " ", id, " already exists"));
-  }
+  // An id already taken fails the INSERT below (primary key): no read first.
   HybridLogicalClock hlc(clock_, state->hlc);
   const HlcTimestamp ts = hlc.Now();
   state->hlc = hlc.last();
@@ -813,7 +862,12 @@ absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write)
   for (const JsonValue::Member& m : write.payload.members()) {
     PS_RETURN_IF_ERROR(BindLocal(ins, index++, *def.FindColumn(m.first), m.second));
   }
-  PS_RETURN_IF_ERROR(ins->Run());
+  if (absl::Status inserted = ins->Run(); !inserted.ok()) {
+    if (absl::IsAlreadyExists(inserted)) {
+      return absl::AlreadyExistsError(absl::StrCat(def.object_type, " ", id, " already exists"));
+    }
+    return inserted;
+  }
   return WriteRevision(state, def, id, RevisionOp::kUpsert, write.payload.Serialize(),
                        /*base_version=*/0, revision_id, ts);
 }

@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <cstdio>
+#include <random>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/time/time.h"
 #include "client/store/payload_crypto.h"
 #include "client/store/sqlite.h"
 #include "common/uuid.h"
@@ -217,6 +219,27 @@ TEST_F(LocalStoreTest, OpenRefusesADatabaseFromANewerClient) {
   options.clock = &clock_;
   EXPECT_EQ(LocalStore::Open(path_, options).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// FormatTimestamp is hand-written for speed; it must print what absl's
+// general formatter prints, to the millisecond, on both sides of the epoch.
+TEST(FormatTimestampTest, PrintsWhatAbslFormatTimePrints) {
+  auto reference = [](int64_t ms) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%E*S+00:00", absl::FromUnixMillis(ms),
+                            absl::UTCTimeZone());
+  };
+  std::vector<int64_t> cases = {0,           1,           10,          100,
+                                999,         1000,        -1,          -1000,
+                                -1001,       951782400000 /* 2000-02-29 */,
+                                1709164800123 /* 2024-02-29 */,
+                                4102444799999 /* 2099-12-31 23:59:59.999 */,
+                                253402300799999 /* 9999-12-31 */, -62135596800000 /* 0001 */};
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 20000; ++i) {
+    cases.push_back(static_cast<int64_t>(rng() % 253402300800000) - 62135596800000);
+  }
+  for (int64_t ms : cases) ASSERT_EQ(FormatTimestamp(ms), reference(ms)) << ms;
+  EXPECT_EQ(FormatTimestamp(1700000000120), "2023-11-14T22:13:20.12+00:00");
 }
 
 TEST_F(LocalStoreTest, CreateWritesRowAndPendingRevisionTogether) {

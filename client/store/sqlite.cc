@@ -100,7 +100,7 @@ void SqliteDb::Close() {
 }
 
 absl::StatusOr<Statement*> SqliteDb::Cached(absl::string_view sql) {
-  auto it = cache_.find(std::string(sql));
+  auto it = cache_.find(sql);
   if (it == cache_.end()) {
     PS_ASSIGN_OR_RETURN(Statement st, Prepare(sql));
     it = cache_.emplace(std::string(sql), std::make_unique<Statement>(std::move(st))).first;

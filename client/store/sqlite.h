@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -63,7 +63,7 @@ class SqliteDb {
   explicit SqliteDb(sqlite3* db) : db_(db) {}
   void Close();
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, std::unique_ptr<Statement>> cache_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Statement>> cache_;  // looked up by view
 };
 
 // A prepared statement. Bind indexes are 1-based, column indexes 0-based.
