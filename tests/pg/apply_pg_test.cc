@@ -756,6 +756,36 @@ TEST_F(ApplyPgTest, VersionsStrictlyIncreasePerObject) {
   EXPECT_EQ(LogCount(task), "7");
 }
 
+// stamp_row (0015): a revision's field clock entries at version 0 take the
+// row's new version, others stay as written. Replaced in the clocks' text
+// when that is safe; by a query when a key holds a quote (the text has a
+// backslash) or an entry has no clock. Every path must give the same.
+TEST_F(ApplyPgTest, ARevisionsZeroClockEntriesTakeTheRowsVersion) {
+  struct Case {
+    std::string clocks;  // as written
+    std::string want;    // V = the row's version
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"name": [0, "h1"], "other": [7, "h0"]})",
+            R"({"name": [V, "h1"], "other": [7, "h0"]})"},
+           {R"({"na\"me": [0, "h2"], "name": [0, "h1"]})",
+            R"({"na\"me": [V, "h2"], "name": [V, "h1"]})"},
+           {R"({"name": [0], "x": [3, "h"]})", R"({"name": [V, null], "x": [3, "h"]})"},
+           {R"({"name": [0, "a\": [0, b"]})", R"({"name": [V, "a\": [0, b"]})"},
+       }) {
+    SCOPED_TRACE(c.clocks);
+    const std::string id = NewUuid();
+    ASSERT_OK(db_->Execute(absl::StrCat(
+        "SELECT set_config('pulsesync.revision', '", NewUuid(), "', true);"
+        "INSERT INTO teams (id, name, field_clocks) VALUES ('", id, "', 't', $c$", c.clocks,
+        "$c$::jsonb)")));
+    const std::string where = absl::StrCat(" FROM teams WHERE id = '", id, "'");
+    EXPECT_EQ(Query("SELECT field_clocks::text" + where),
+              Query(absl::StrCat("SELECT replace($w$", c.want,
+                                 "$w$, 'V', version::text)::jsonb::text", where)));
+  }
+}
+
 TEST_F(ApplyPgTest, SqlHlcTextMatchesHlcText) {
   struct Clock {
     int64_t ms;
