@@ -1,5 +1,6 @@
 #include "server/service/sync_service.h"
 
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -27,14 +28,19 @@ constexpr char kServerVersion[] = "0.1.0";
 constexpr uint32_t kProtocolVersion = 1;
 
 // Finishes `reactor` from a worker, or at once if the pool refuses the job.
-// The worker logs with the call's request id.
+// The worker logs with the call's request id. `after` (optional) runs on
+// the same worker once the answer is on its way: work the caller need not
+// wait for (it must not touch the call: it may be gone).
 void RunOnWorker(WorkerPool* pool, grpc::CallbackServerContext* context,
-                 grpc::ServerUnaryReactor* reactor, std::function<absl::Status(PgSession&)> work) {
-  const absl::Status queued = pool->Submit([reactor, work = std::move(work),
-                                            request_id = RequestIdOf(context)](PgSession& session) {
-    LogRequestScope log_scope(request_id);
-    reactor->Finish(ToGrpcStatus(work(session)));
-  });
+                 grpc::ServerUnaryReactor* reactor, std::function<absl::Status(PgSession&)> work,
+                 std::function<void(PgSession&)> after = nullptr) {
+  const absl::Status queued =
+      pool->Submit([reactor, work = std::move(work), after = std::move(after),
+                    request_id = RequestIdOf(context)](PgSession& session) {
+        LogRequestScope log_scope(request_id);
+        reactor->Finish(ToGrpcStatus(work(session)));
+        if (after) after(session);
+      });
   if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
 }
 
@@ -122,8 +128,11 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
     return reactor;
   }
   TxIdentity identity{principal->role, principal->claims_json};
+  // Set by the work when it applied something; read by `after` on the same
+  // worker thread.
+  auto applied_some = std::make_shared<bool>(false);
   RunOnWorker(pool_, context, reactor,
-              [this, response, identity = std::move(identity),
+              [this, response, applied_some, identity = std::move(identity),
                revisions = std::move(*revisions)](PgSession& s) -> absl::Status {
                 absl::StatusOr<std::vector<v1::RevisionResult>> results =
                     ApplyRevisionBatch(s, revisions, options_.apply_limits, identity);
@@ -155,18 +164,22 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ApplyRevisions(
                                            {"rejected", rejected}});
                 if (applied > 0) {
                   hub_->Wake();
-                  if (options_.notify_after_apply) {
-                    // Outside the data transaction, so writers never queue
-                    // on NOTIFY's commit lock; a lost one only delays.
-                    absl::Status notified = s.RunTransaction(
-                        TxMode::kReadWrite, [&](pqxx::transaction_base& tx) {
-                          tx.exec(absl::StrCat("NOTIFY ", options_.notify_channel));
-                          return absl::OkStatus();
-                        });
-                    if (!notified.ok()) LogDebug("notify failed", {{"status", notified}});
-                  }
+                  *applied_some = true;
                 }
                 return absl::OkStatus();
+              },
+              [this, applied_some](PgSession& s) {
+                if (!*applied_some || !options_.notify_after_apply) return;
+                // The other replicas' feeds. After the answer, so the
+                // client's next batch need not wait for it; outside the data
+                // transaction, so writers never queue on NOTIFY's commit
+                // lock. A lost one only delays (replicas also poll).
+                absl::Status notified =
+                    s.RunTransaction(TxMode::kReadWrite, [&](pqxx::transaction_base& tx) {
+                      tx.exec(absl::StrCat("NOTIFY ", options_.notify_channel));
+                      return absl::OkStatus();
+                    });
+                if (!notified.ok()) LogDebug("notify failed", {{"status", notified}});
               });
   return reactor;
 }
