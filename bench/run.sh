@@ -62,11 +62,32 @@ ps_log "benchmarks at scale $scale against $PULSESYNC_TEST_DATABASE_URL; output 
 
 figures="$pg_tmp/figures.tsv"
 : >"$figures"
+# quiesce: each benchmark starts on a quiet database, not one still writing
+# back or vacuuming what the previous one wrote (a million tasks for
+# stats_bench): a CHECKPOINT, then until no autovacuum worker runs (at most
+# two minutes; a benchmark then runs anyway, and the log says so).
+quiesce() {
+  local psql=("$PULSESYNC_PG_BIN/psql" -X -tAq "$PULSESYNC_TEST_DATABASE_URL")
+  "${psql[@]}" -c CHECKPOINT >/dev/null 2>&1 || return 0
+  local deadline=$((SECONDS + 120)) busy
+  while true; do
+    busy="$("${psql[@]}" -c "SELECT count(*) FROM pg_stat_activity \
+                              WHERE backend_type = 'autovacuum worker'" 2>/dev/null || echo 0)"
+    [ "$busy" = 0 ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      ps_log "autovacuum still busy after 120 s; running the next benchmark anyway"
+      return 0
+    fi
+    sleep 1
+  done
+}
+
 # run NAME COMMAND...: the benchmark's output to the log, its FIGURE lines
 # to the table; a failed benchmark is reported and the others still run.
 run() {
   local name="$1"
   shift
+  quiesce
   ps_log "running $name"
   echo "===== $name: $*" >>"$log"
   local started=$SECONDS
