@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -863,7 +864,9 @@ absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write)
     PS_RETURN_IF_ERROR(BindLocal(ins, index++, *def.FindColumn(m.first), m.second));
   }
   if (absl::Status inserted = ins->Run(); !inserted.ok()) {
-    if (absl::IsAlreadyExists(inserted)) {
+    // The id's constraint ("... failed: tasks.id"), not another unique column's.
+    if (absl::IsAlreadyExists(inserted) &&
+        absl::EndsWith(inserted.message(), absl::StrCat(def.table, ".id"))) {
       return absl::AlreadyExistsError(absl::StrCat(def.object_type, " ", id, " already exists"));
     }
     return inserted;

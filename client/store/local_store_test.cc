@@ -272,9 +272,16 @@ TEST_F(LocalStoreTest, CreateAcceptsAGivenIdAndRefusesATakenOne) {
       store_->Create("teams", Json(R"({"id":")" + id + R"(","name":"A"})"));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, id);
-  EXPECT_EQ(store_->Create("team", Json(R"({"id":")" + id + R"(","name":"B"})")).status().code(),
-            absl::StatusCode::kAlreadyExists);
+  const absl::Status taken = store_->Create("team", Json(R"({"id":")" + id + R"(","name":"B"})")).status();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(taken.message(), "team " + id + " already exists");
+  EXPECT_EQ(MustGet("team", id).Find("name")->text(), "A");
   EXPECT_EQ(*store_->PendingCount(), 1);
+  // A deleted object's id stays taken (its tombstone is the row).
+  ASSERT_TRUE(store_->Delete("team", id).ok());
+  EXPECT_EQ(store_->Create("team", Json(R"({"id":")" + id + R"(","name":"C"})")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(*store_->PendingCount(), 2);
 }
 
 TEST_F(LocalStoreTest, LocalWriteAndRevisionAreAtomic) {
