@@ -4,6 +4,9 @@
 //   PULSESYNC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 //     build/bench/apply_bench [--writers=4] [--batches=50] [--batch=100]
 //
+// Object and revision ids are time-ordered (UUID v7), as the client library
+// makes them (NewTimeOrderedUuid).
+//
 // Figures (rows/s, printed, never asserted):
 //   ceiling   one set-based INSERT ... SELECT FROM jsonb_populate_recordset per
 //             batch into a copy of `tasks` with no triggers (raw PostgreSQL)
@@ -92,7 +95,7 @@ int Main() {
         for (int i = 0; i < batch; ++i) {
           if (i > 0) json += ",";
           json += TaskPayload(i);
-          json.insert(json.size() - 1, absl::StrCat(R"(,"id":")", NewUuid(), "\""));
+          json.insert(json.size() - 1, absl::StrCat(R"(,"id":")", NewTimeOrderedUuid(), "\""));
         }
         json += "]";
         pqxx::work tx(conn);
@@ -130,9 +133,9 @@ int Main() {
       std::vector<v1::Revision> revs(batch);
       for (int i = 0; i < batch; ++i) {
         v1::Revision& r = revs[i];
-        r.set_id(NewUuid());
+        r.set_id(NewTimeOrderedUuid());
         r.set_object_type("task");
-        r.set_object_id(NewUuid());
+        r.set_object_id(NewTimeOrderedUuid());
         r.set_origin_id(absl::StrCat("bench-", w));
         r.set_seq(b * batch + i + 1);  // an origin numbers from 1
         r.set_op(v1::OPERATION_UPSERT);
