@@ -13,6 +13,18 @@
 
 namespace pulsesync {
 
+const JsonValue* FeedEvent::filter_record() const {
+  absl::call_once(lazy_->once, [this] {
+    absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(change));
+    if (record.ok()) lazy_->record = *std::move(record);
+  });
+  return lazy_->record.has_value() ? &*lazy_->record : nullptr;
+}
+
+void FeedEvent::set_filter_record(JsonValue record) {
+  absl::call_once(lazy_->once, [&] { lazy_->record = std::move(record); });
+}
+
 std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes,
                                          std::string end_cursor) {
   auto batch = std::make_shared<FeedBatch>();
@@ -20,8 +32,6 @@ std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes,
   batch->events.reserve(changes.size());
   for (v1::Change& c : changes) {
     FeedEvent e;
-    absl::StatusOr<JsonValue> record = ParseJson(ChangeFilter::FilterRecord(c));
-    if (record.ok()) e.filter_record = std::move(*record);
     e.change = std::move(c);
     batch->events.push_back(std::move(e));
   }

@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -52,9 +53,23 @@ namespace pulsesync {
 
 struct FeedEvent {
   v1::Change change;  // change.cursor is set
-  // The record that subscription filters apply to (old row for DELETE),
-  // parsed once here for every stream; nullopt if absent or unparsable.
-  std::optional<JsonValue> filter_record;
+
+  // The record that subscription filters and team scopes read (old row for
+  // DELETE), parsed on first use and then shared by every stream; nullptr
+  // if absent or unparsable. Most events are never parsed: a team-scoped
+  // stream without column filters reads only the change's team, and a hub
+  // with no such stream reads nothing (parsing every change cost a third of
+  // the server's CPU while it followed a bulk write). Thread-safe.
+  const JsonValue* filter_record() const;
+  // Sets the record (before any filter_record call), e.g. in tests.
+  void set_filter_record(JsonValue record);
+
+ private:
+  struct Lazy {
+    absl::once_flag once;
+    std::optional<JsonValue> record;
+  };
+  std::unique_ptr<Lazy> lazy_ = std::make_unique<Lazy>();
 };
 
 struct FeedBatch {
@@ -63,8 +78,8 @@ struct FeedBatch {
   std::vector<FeedEvent> events;
 };
 
-// The changes of a page as a batch: each change's filter record parsed once.
-// (seq is left 0: the hub numbers the batches it keeps.)
+// The changes of a page as a batch (filter records parsed when first
+// read). (seq is left 0: the hub numbers the batches it keeps.)
 std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes, std::string end_cursor);
 
 struct FeedHubOptions {

@@ -116,13 +116,12 @@ bool TeamScope::Admit(const FeedEvent& event) {
   if (c.object_type() == "team_member") {
     // The row's previous state goes first (an UPDATE may have moved it).
     DropMembership(c.object_id());
-    const JsonValue* user =
-        event.filter_record.has_value() ? event.filter_record->Find("user_id") : nullptr;
+    const JsonValue* record = event.filter_record();
+    const JsonValue* user = record != nullptr ? record->Find("user_id") : nullptr;
     const bool is_mine = user != nullptr && user->is_string() && user->text() == *user_id_;
     // For DELETE the filter record is the old row; any other event carries
     // the new row, whose tombstone flag decides.
-    const JsonValue* deleted =
-        event.filter_record.has_value() ? event.filter_record->Find("deleted") : nullptr;
+    const JsonValue* deleted = record != nullptr ? record->Find("deleted") : nullptr;
     const bool live = c.event() != v1::EVENT_TYPE_DELETE &&
                       !(deleted != nullptr && deleted->type() == JsonValue::Type::kBool &&
                         deleted->bool_value());
@@ -143,8 +142,8 @@ bool TeamScope::Admit(const FeedEvent& event) {
     // A conflict record of a users row: whoever sees that row
     // (conflicts_of_my_objects).
     if (c.object_type() == "conflict") {
-      const JsonValue* user =
-          event.filter_record.has_value() ? event.filter_record->Find("user_id") : nullptr;
+      const JsonValue* record = event.filter_record();
+      const JsonValue* user = record != nullptr ? record->Find("user_id") : nullptr;
       return user != nullptr && user->is_string() && SeesUser(user->text());
     }
     return true;

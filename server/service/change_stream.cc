@@ -236,9 +236,10 @@ bool ChangeStreamReactor::NextFromSource() {
   while (index_ < source_->events.size()) {
     const FeedEvent& event = source_->events[index_++];
     const bool in_scope = scope_->Admit(event);
+    // The record is parsed (once, for all streams) only if a filter reads it.
     if (!in_scope ||
         !filter_->Matches(event.change,
-                          event.filter_record ? &*event.filter_record : nullptr)) {
+                          filter_->has_column_filters() ? event.filter_record() : nullptr)) {
       continue;
     }
     *message_.add_changes() = event.change;

@@ -28,7 +28,7 @@ FeedEvent Event(const std::string& type, v1::EventType kind, const std::string& 
   e.change.set_object_id(id);
   e.change.set_team_id(team);
   absl::StatusOr<JsonValue> parsed = ParseJson(record);
-  if (parsed.ok()) e.filter_record = std::move(*parsed);
+  if (parsed.ok()) e.set_filter_record(*std::move(parsed));
   return e;
 }
 

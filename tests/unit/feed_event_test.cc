@@ -1,0 +1,65 @@
+// FeedEvent's filter record: parsed on first use, once, for every thread
+// that asks (streams read the same batch from several threads).
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "pulsesync/v1/sync.pb.h"
+#include "server/core/feed_hub.h"
+
+namespace pulsesync {
+namespace {
+
+v1::Change TaskChange(v1::EventType event, const std::string& new_record,
+                      const std::string& old_record) {
+  v1::Change c;
+  c.set_object_type("task");
+  c.set_event(event);
+  c.set_new_record(new_record);
+  c.set_old_record(old_record);
+  return c;
+}
+
+TEST(FeedEventTest, TheRecordIsParsedFromTheRowFiltersApplyTo) {
+  std::vector<v1::Change> changes = {
+      TaskChange(v1::EVENT_TYPE_INSERT, R"({"id":"a","status":"todo"})", ""),
+      TaskChange(v1::EVENT_TYPE_DELETE, R"({"id":"b","deleted":true})",
+                 R"({"id":"b","status":"done"})"),
+      TaskChange(v1::EVENT_TYPE_UPDATE, "not json", "")};
+  std::shared_ptr<FeedBatch> batch = MakeFeedBatch(std::move(changes), "end");
+  ASSERT_EQ(batch->events.size(), 3u);
+  ASSERT_NE(batch->events[0].filter_record(), nullptr);
+  EXPECT_EQ(batch->events[0].filter_record()->Find("status")->text(), "todo");
+  // A DELETE filters on the row as it was.
+  ASSERT_NE(batch->events[1].filter_record(), nullptr);
+  EXPECT_EQ(batch->events[1].filter_record()->Find("status")->text(), "done");
+  EXPECT_EQ(batch->events[2].filter_record(), nullptr);
+  EXPECT_EQ(batch->end_cursor, "end");
+}
+
+TEST(FeedEventTest, EveryThreadGetsTheSameParse) {
+  std::shared_ptr<FeedBatch> batch = MakeFeedBatch(
+      {TaskChange(v1::EVENT_TYPE_INSERT, R"({"id":"a","priority":3})", "")}, "end");
+  const FeedEvent& event = batch->events[0];
+  std::vector<const JsonValue*> seen(8, nullptr);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < seen.size(); ++i) {
+    threads.emplace_back([&, i] { seen[i] = event.filter_record(); });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_NE(seen[0], nullptr);
+  for (const JsonValue* r : seen) EXPECT_EQ(r, seen[0]);
+  EXPECT_EQ(seen[0]->Find("priority")->text(), "3");
+}
+
+TEST(FeedEventTest, ARecordSetFirstIsTheOneReturned) {
+  FeedEvent event;
+  event.change = TaskChange(v1::EVENT_TYPE_INSERT, R"({"id":"a"})", "");
+  event.set_filter_record(JsonValue::Object({{"id", JsonValue::String("given")}}));
+  ASSERT_NE(event.filter_record(), nullptr);
+  EXPECT_EQ(event.filter_record()->Find("id")->text(), "given");
+}
+
+}  // namespace
+}  // namespace pulsesync
