@@ -58,6 +58,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/figures.h"
+#include "bench/process.h"
 #include "common/uuid.h"
 #include "grpcpp/grpcpp.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
@@ -172,17 +173,6 @@ int64_t ThreadCount(pid_t pid) {
   return -1;
 }
 
-// CPU seconds (user + system) of a process.
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t paren = text.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::vector<std::string> f = absl::StrSplit(text.substr(paren + 2), ' ', absl::SkipEmpty());
-  if (f.size() < 13) return 0;
-  return (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) / ::sysconf(_SC_CLK_TCK);
-}
-
 double SelfCpuSeconds() {
   rusage u{};
   ::getrusage(RUSAGE_SELF, &u);
@@ -207,7 +197,7 @@ struct CpuSample {
     CpuSample s;
     s.machine = MachineBusySeconds();
     s.self = SelfCpuSeconds();
-    s.server = server > 0 ? ProcessCpuSeconds(server) : 0;
+    s.server = server > 0 ? bench::ProcessCpuSeconds(server) : 0;
     return s;
   }
 };

@@ -80,6 +80,8 @@ class ServerProcess {
   int port() const { return port_; }
   std::string address() const;
   bool running() const { return process_ != nullptr; }
+  // The server's process id; -1 when not running.
+  pid_t pid() const { return process_ != nullptr ? process_->pid() : -1; }
   std::string ReadLog() const;
 
  private:
