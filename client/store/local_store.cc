@@ -1151,7 +1151,8 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
                                                                  int64_t version, bool hard_delete,
                                                                  const JsonValue& record,
                                                                  HybridLogicalClock* hlc,
-                                                                 bool same_version) {
+                                                                 bool same_version,
+                                                                 bool may_have_pending) {
   RecordResult result;
   // Invariant 5: newer versions only.
   // Statements run per pulled row are prepared once (SqliteDb::Cached).
@@ -1169,7 +1170,7 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   // Fields the object's pending revisions own.
   std::set<std::string> kept;
   bool has_pending = false;
-  {
+  if (may_have_pending) {
     PS_ASSIGN_OR_RETURN(Statement * pend,
                         db_.Cached("SELECT id, payload FROM revisions WHERE object_type = ? AND "
                                    "object_id = ? AND synced = 0"));
@@ -1240,19 +1241,18 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
       cols.push_back(col);
       values.push_back(&m.second);
     }
+    // Built in one string: this runs for every pulled or snapshot row.
     std::string sql;
     if (exists) {
-      std::vector<std::string> sets = {"version = ?", absl::StrCat(kExtraColumn, " = ?")};
-      for (const ColumnDef* c : cols) sets.push_back(c->name + " = ?");
-      sql =
-          absl::StrCat("UPDATE ", def->table, " SET ", absl::StrJoin(sets, ", "), " WHERE id = ?");
+      sql = absl::StrCat("UPDATE ", def->table, " SET version = ?, ", kExtraColumn, " = ?");
+      for (const ColumnDef* c : cols) absl::StrAppend(&sql, ", ", c->name, " = ?");
+      sql += " WHERE id = ?";
     } else {
-      std::vector<std::string> names = {"version", kExtraColumn};
-      for (const ColumnDef* c : cols) names.push_back(c->name);
-      names.push_back("id");
-      std::vector<std::string> marks(names.size(), "?");
-      sql = absl::StrCat("INSERT INTO ", def->table, " (", absl::StrJoin(names, ", "), ") VALUES (",
-                         absl::StrJoin(marks, ", "), ")");
+      sql = absl::StrCat("INSERT INTO ", def->table, " (version, ", kExtraColumn);
+      for (const ColumnDef* c : cols) absl::StrAppend(&sql, ", ", c->name);
+      sql += ", id) VALUES (?, ?";
+      for (size_t i = 0; i < cols.size(); ++i) sql += ", ?";
+      sql += ", ?)";
     }
     PS_ASSIGN_OR_RETURN(Statement * up, db_.Cached(sql));
     PS_RETURN_IF_ERROR(up->BindInt64(1, version));
@@ -1420,6 +1420,15 @@ absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>
       continue;
     }
     const bool tracked = snapshot_untracked_.count(def->object_type) == 0;
+    // Whether any object of the type has a pending revision: asked once
+    // here, not per row (nothing else writes during this transaction).
+    PS_ASSIGN_OR_RETURN(Statement * any_pending,
+                        db_.Cached("SELECT EXISTS (SELECT 1 FROM revisions "
+                                   "WHERE object_type = ? AND synced = 0)"));
+    PS_RETURN_IF_ERROR(any_pending->BindText(1, def->object_type));
+    PS_ASSIGN_OR_RETURN(bool answered, any_pending->Step());
+    const bool may_have_pending = !answered || any_pending->ColumnInt64(0) != 0;
+    any_pending->Reset();
     for (const std::string& text : group.records) {
       absl::StatusOr<JsonValue> record = ParseJson(text);
       const JsonValue* id_value = record.ok() ? record->Find("id") : nullptr;
@@ -1441,7 +1450,8 @@ absl::Status LocalStore::ApplySnapshotRowsLocked(const std::vector<SnapshotRows>
         PS_RETURN_IF_ERROR(seen.Run());
       }
       PS_ASSIGN_OR_RETURN(RecordResult applied,
-                          ApplyRecord(def, id, *version, /*hard_delete=*/false, *record, hlc));
+                          ApplyRecord(def, id, *version, /*hard_delete=*/false, *record, hlc,
+                                      /*same_version=*/false, may_have_pending));
       ++(applied.taken && applied.changed ? summary->applied : summary->skipped);
     }
   }

@@ -502,10 +502,13 @@ class LocalStore {
   // Invariant 5 for one row of `def` at `version` (`record` the whole row,
   // ignored for a hard delete).
   // `same_version`: also when the local row has `version` already.
+  // `may_have_pending`: false when the caller knows that no object of the
+  // type has a pending revision (in this transaction): none is looked up.
   absl::StatusOr<RecordResult> ApplyRecord(const ObjectTypeDef* def, const std::string& id,
                                            int64_t version, bool hard_delete,
                                            const JsonValue& record, HybridLogicalClock* hlc,
-                                           bool same_version = false)
+                                           bool same_version = false,
+                                           bool may_have_pending = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Invariant 13, after `outcomes` were recorded. `clock` gives the HLC
