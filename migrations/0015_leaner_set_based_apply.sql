@@ -1,14 +1,12 @@
--- Less work per row in the set-based apply and the change capture
+-- Less work per row in the set-based apply and the row stamping
 -- (docs/PERFORMANCE.md, issue 7). Same rows, outcomes and change log as
--- 0013/0014 (apply_pg_test SetBasedAndPerRevisionApplyAgree compares them
+-- 0013/0006 (apply_pg_test SetBasedAndPerRevisionApplyAgree compares them
 -- with the per-revision merge):
 --
 -- * apply_set_based parses each revision's payload once (it parsed it in
 --   four statements), builds the typed edits only when the batch edits a
 --   row that exists, and gives new rows their field clocks with one
 --   expression of the field set instead of a subquery per row.
--- * capture_changes reads the columns every synced table has (version,
---   last_origin_id, last_revision_id) as columns, not out of the row's JSON.
 -- * stamp_row gives a revision's field clocks their version without a
 --   query per row (below).
 
@@ -143,7 +141,6 @@ BEGIN
     FROM unnest(revs) u(rv)
     WHERE NOT existing_map ? ((u.rv ->> 'object_id')::uuid)::text;
 
-
     -- Edits of existing rows: the checks that make them plain, per field.
     update_rows := '{}';
     update_sets := '{}';
@@ -264,88 +261,6 @@ BEGIN
          a ->> 'resolution', 0, NULL::text
   FROM jsonb_array_elements(applied) WITH ORDINALITY e(a, i)
   ORDER BY i;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION pulsesync.capture_changes() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pulsesync AS $$
-DECLARE
-  batch boolean;
-  session_origin text;
-  session_revision uuid;
-  request_claims jsonb;
-  team_column text := nullif(TG_ARGV[1], '');
-  orphaned boolean;
-BEGIN
-  -- A statement that wrote no row logs nothing (and reads no setting).
-  IF TG_OP = 'DELETE' THEN
-    IF NOT EXISTS (SELECT 1 FROM old_rows) THEN RETURN NULL; END IF;
-  ELSIF NOT EXISTS (SELECT 1 FROM new_rows) THEN
-    RETURN NULL;
-  END IF;
-  batch := pulsesync.writing_batch();
-  session_origin := nullif(current_setting('pulsesync.origin', true), '');
-  session_revision := pulsesync.writing_revision();
-  request_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-  -- The columns every synced table has (register_table) are read as
-  -- columns; the team column, which differs by table, from the row's JSON.
-  -- OFFSET 0 keeps each row's to_jsonb computed once, not once per use.
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO pulsesync.change_log
-      (schema_name, table_name, object_type, object_id, team_id, op, version,
-       origin_id, revision_id, claims, new_row, old_row)
-    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], n.id, (n.j ->> team_column)::uuid,
-           'INSERT', n.version,
-           CASE WHEN batch THEN n.last_origin_id ELSE session_origin END,
-           CASE WHEN batch THEN n.last_revision_id ELSE session_revision END,
-           request_claims, n.j, NULL
-    FROM (SELECT r.id, r.version, r.last_origin_id, r.last_revision_id,
-                 to_jsonb(r.*) - pulsesync.internal_columns() AS j
-          FROM new_rows r OFFSET 0) n;
-  ELSIF TG_OP = 'UPDATE' THEN
-    WITH logged AS (
-      INSERT INTO pulsesync.change_log
-        (schema_name, table_name, object_type, object_id, team_id, op, version,
-         origin_id, revision_id, claims, new_row, old_row)
-      SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], n.id, (n.j ->> team_column)::uuid,
-             CASE WHEN (n.j ->> 'deleted')::boolean AND NOT coalesce((o.j ->> 'deleted')::boolean, false)
-                  THEN 'DELETE' ELSE 'UPDATE' END,
-             n.version,
-             CASE WHEN batch THEN n.last_origin_id ELSE session_origin END,
-             CASE WHEN batch THEN n.last_revision_id ELSE session_revision END,
-             request_claims, n.j, o.j
-      FROM (SELECT r.id, r.version, r.last_origin_id, r.last_revision_id,
-                   row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
-                   to_jsonb(r.*) - pulsesync.internal_columns() AS j
-            FROM new_rows r) n
-      LEFT JOIN (SELECT r.id, row_number() OVER (PARTITION BY r.id ORDER BY r.version) AS nth,
-                        to_jsonb(r.*) - pulsesync.internal_columns() AS j
-                 FROM old_rows r) o ON o.id = n.id AND o.nth = n.nth
-      ORDER BY n.version
-      RETURNING old_row IS NULL AS orphan)
-    SELECT coalesce(bool_or(orphan), false) INTO orphaned FROM logged;
-    -- A new row without its predecessor: the statement gave a row an id
-    -- none of its rows had. Raising undoes the statement, log rows included.
-    IF orphaned THEN
-      RAISE EXCEPTION 'the id of a row of synced table %.% cannot change', TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = 'check_violation',
-              HINT = 'write a new row with the new id and delete the old one';
-    END IF;
-  ELSE
-    -- A hard delete (a set-based write never deletes: it has no row to
-    -- read the revision from).
-    INSERT INTO pulsesync.change_log
-      (schema_name, table_name, object_type, object_id, team_id, op, version,
-       origin_id, revision_id, claims, new_row, old_row)
-    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], o.id, (o.j ->> team_column)::uuid,
-           'DELETE', nextval('pulsesync.version_seq'),
-           CASE WHEN batch THEN NULL ELSE session_origin END,
-           CASE WHEN batch THEN NULL ELSE session_revision END,
-           request_claims, NULL, o.j
-    FROM (SELECT r.id, to_jsonb(r.*) - pulsesync.internal_columns() AS j
-          FROM old_rows r OFFSET 0) o;
-  END IF;
-  RETURN NULL;
 END
 $$;
 
