@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <random>
 
-
 namespace pulsesync {
 
 namespace {

@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -864,9 +863,8 @@ absl::Status LocalStore::WriteLocked(StateRow* state, const PlannedWrite& write)
     PS_RETURN_IF_ERROR(BindLocal(ins, index++, *def.FindColumn(m.first), m.second));
   }
   if (absl::Status inserted = ins->Run(); !inserted.ok()) {
-    // The id's constraint ("... failed: tasks.id"), not another unique column's.
-    if (absl::IsAlreadyExists(inserted) &&
-        absl::EndsWith(inserted.message(), absl::StrCat(def.table, ".id"))) {
+    // The id's constraint, not another unique column's.
+    if (absl::IsAlreadyExists(inserted) && db_.primary_key_refused()) {
       return absl::AlreadyExistsError(absl::StrCat(def.object_type, " ", id, " already exists"));
     }
     return inserted;

@@ -109,6 +109,10 @@ absl::StatusOr<Statement*> SqliteDb::Cached(absl::string_view sql) {
   return it->second.get();
 }
 
+bool SqliteDb::primary_key_refused() const {
+  return sqlite3_extended_errcode(db_) == SQLITE_CONSTRAINT_PRIMARYKEY;
+}
+
 absl::Status SqliteDb::Exec(absl::string_view sql) {
   std::string text(sql);
   char* err = nullptr;

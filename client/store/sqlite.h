@@ -57,6 +57,10 @@ class SqliteDb {
   [[nodiscard]] absl::StatusOr<Statement*> Cached(absl::string_view sql);
 
   int64_t changes() const;
+  // True if the last statement that failed here broke a PRIMARY KEY (both
+  // that and another UNIQUE constraint are kAlreadyExists). Ask right after
+  // the failure.
+  bool primary_key_refused() const;
   sqlite3* get() const { return db_; }
 
  private:

@@ -89,6 +89,18 @@ TEST_F(SqliteTest, ConstraintViolationsAreTranslated) {
   EXPECT_EQ(st->Run().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(SqliteTest, APrimaryKeyRefusalIsToldFromAnotherUniqueOne) {
+  ASSERT_TRUE(db_->Exec("CREATE TABLE u (id TEXT PRIMARY KEY, code TEXT UNIQUE);"
+                        "INSERT INTO u VALUES ('a', 'x')")
+                  .ok());
+  absl::Status st = db_->Exec("INSERT INTO u VALUES ('a', 'y')");
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(db_->primary_key_refused());
+  st = db_->Exec("INSERT INTO u VALUES ('b', 'x')");
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(db_->primary_key_refused());
+}
+
 TEST_F(SqliteTest, WriterBlockedPastBusyTimeoutIsUnavailable) {
   absl::StatusOr<SqliteDb> other = SqliteDb::Open(path_, /*create=*/false);
   ASSERT_TRUE(other.ok());
