@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/json.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
 #include "pulsesync/v1/sync.pb.h"
@@ -760,6 +761,39 @@ TEST_F(ApplyPgTest, VersionsStrictlyIncreasePerObject) {
 // row's new version, others stay as written. Replaced in the clocks' text
 // when that is safe; by a query when a key holds a quote (the text has a
 // backslash) or an entry has no clock. Every path must give the same.
+// A set-based INSERT builds new rows' field clocks with one
+// jsonb_build_object of the field set; past 50 fields (a function takes at
+// most 100 arguments) it aggregates them instead. Both must stay set-based
+// and give every field its clock.
+TEST_F(ApplyPgTest, ANewRowOfManyFieldsGetsAClockForEach) {
+  std::string columns;
+  for (int i = 1; i <= 55; ++i) absl::StrAppend(&columns, ", c", i, " int");
+  ASSERT_OK(db_->Execute(absl::StrCat("CREATE TABLE public.wide (id uuid PRIMARY KEY", columns,
+                                      "); SELECT pulsesync.register_table('public.wide', 'wide', "
+                                      "NULL)")));
+  for (const int fields : {3, 55}) {
+    SCOPED_TRACE(fields);
+    const std::string id = NewUuid();
+    std::string body;
+    for (int i = 1; i <= fields; ++i) absl::StrAppend(&body, i > 1 ? "," : "", "\"c", i, "\":", i);
+    const std::string revision = absl::StrCat(
+        R"([{"id":")", NewUuid(), R"(","object_type":"wide","object_id":")", id,
+        R"(","origin_id":"wide-)", fields, R"(","seq":1,"op":"upsert","payload":)",
+        JsonQuote("{" + body + "}"), R"(,"created_at":1700000000000,"base_version":0,)",
+        R"("schema_version":0,"hlc":"001700000000000-0000000000-wide"}])");
+    // Directly: a fallback to the per-revision path would hide a failure.
+    EXPECT_EQ(Query(absl::StrCat("SELECT string_agg(outcome || '/' || resolution, ',') FROM "
+                                 "pulsesync.apply_set_based($j$", revision, "$j$::jsonb)")),
+              "applied/applied");
+    EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FILTER (WHERE (c.value ->> 0)::bigint = "
+                                 "w.version) || '/' || count(*) FROM public.wide w, "
+                                 "jsonb_each(w.field_clocks) c WHERE w.id = '", id, "'")),
+              absl::StrCat(fields, "/", fields));
+    EXPECT_EQ(Query(absl::StrCat("SELECT c", fields, " FROM public.wide WHERE id = '", id, "'")),
+              std::to_string(fields));
+  }
+}
+
 TEST_F(ApplyPgTest, ARevisionsZeroClockEntriesTakeTheRowsVersion) {
   struct Case {
     std::string clocks;  // as written
