@@ -29,9 +29,12 @@ $$;
 -- that inlines, going to the subquery only for a record with excluded
 -- fields. What the sealer hashes is unchanged, byte for byte
 -- (migrator_pg_test `SealingReadsTheSameEntriesAfter0016`): the same
--- fields in the same order, the same records. `pulsesyncd audit seal` of
--- 42,001 entries: 6.0 s -> 1.9 s (same data, twice each, one slow phase
--- of the machine); the chains sealed both ways hash alike.
+-- fields in the same order, the same records. And a call no longer sorts
+-- the whole unsealed backlog to take its first p_limit, so a sealer behind
+-- a bulk write catches up in time linear in the backlog, not quadratic.
+-- `pulsesyncd audit seal` of 42,001 entries: 6.0 s -> 1.9 s (same data,
+-- twice each, one slow phase of the machine); the chains sealed both ways
+-- hash alike.
 CREATE FUNCTION pulsesync.audit_redact_fields(p_record jsonb, p_fields text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
   SELECT p_record || coalesce((SELECT jsonb_object_agg(f, '"[excluded]"'::jsonb)
@@ -48,14 +51,20 @@ CREATE OR REPLACE FUNCTION pulsesync.audit_unsealed(p_txid xid8, p_position bigi
 RETURNS TABLE (source text, entry_position bigint, txid xid8, entry_at timestamptz,
                excluded text[], canonical text)
 LANGUAGE sql STABLE AS $$
-  WITH bound AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
-  keys AS (
+  -- Each source is taken in its index order up to p_limit before they are
+  -- merged: 0009 sorted the whole unsealed backlog on every call to take
+  -- its first p_limit (218 ms against 4 ms for 10,000 of 347,000 waiting).
+  WITH keys AS (
     SELECT * FROM (
-      SELECT 'change'::text AS source, c.position, c.txid FROM pulsesync.change_log c, bound
-      WHERE c.txid >= p_txid AND (c.txid, c.position) > (p_txid, p_position) AND c.txid < bound.xmin
+      (SELECT 'change'::text AS source, c.position, c.txid FROM pulsesync.change_log c
+       WHERE c.txid >= p_txid AND (c.txid, c.position) > (p_txid, p_position)
+         AND c.txid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+       ORDER BY c.txid, c.position LIMIT p_limit)
       UNION ALL
-      SELECT 'event', e.position, e.txid FROM pulsesync.revision_events e, bound
-      WHERE e.txid >= p_txid AND (e.txid, e.position) > (p_txid, p_position) AND e.txid < bound.xmin
+      (SELECT 'event', e.position, e.txid FROM pulsesync.revision_events e
+       WHERE e.txid >= p_txid AND (e.txid, e.position) > (p_txid, p_position)
+         AND e.txid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+       ORDER BY e.txid, e.position LIMIT p_limit)
     ) k ORDER BY txid, position LIMIT p_limit
   ),
   -- audit_excluded's answer, for the types that exclude any field.
