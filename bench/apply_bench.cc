@@ -14,6 +14,8 @@
 //             triggers alone
 //   apply     ApplyRevisionBatch (validation, apply_revisions, merge,
 //             triggers): what pulsesyncd does per ApplyRevisions call, minus gRPC
+//   sealer    the audit sealer (audit_chain.h) sealing every entry the runs
+//             above wrote, one connection: whether it keeps up with apply
 //   audit     (--audit) apply again, each on a fresh database: without the
 //             audit's write-path additions of migration 0009 (the change
 //             log's object index, the db_role default), as migrated, and as
@@ -172,6 +174,32 @@ int Main() {
                      apply, "rows/s", ceiling, ">=60000");
   bench::PrintFigure("set-based INSERT with the capture triggers (vs no triggers)", capture,
                      "rows/s", ceiling, "");
+  // The audit sealer hashes every entry a write made, behind the writers, on
+  // one connection: its rate beside apply's says whether it keeps up. Here
+  // it seals what the runs above wrote (capture and apply), all at once.
+  {
+    PgSessionOptions options;
+    options.database_url = url;
+    PgSession sealer(options);
+    int64_t sealed = 0;
+    const auto start = std::chrono::steady_clock::now();
+    while (true) {
+      absl::StatusOr<int64_t> n = SealAuditEntries(sealer);
+      if (!n.ok()) {
+        std::fprintf(stderr, "sealing: %s\n", n.status().ToString().c_str());
+        return 1;
+      }
+      if (*n == 0) break;
+      sealed += *n;
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = secs > 0 ? sealed / secs : 0;
+    std::printf("  %-44s %10.0f entries/s  (%lld entries; %.1fx apply's rate)\n",
+                "audit sealer, one connection", rate, static_cast<long long>(sealed),
+                apply > 0 ? rate / apply : 0.0);
+    bench::PrintFigure("audit sealer: entries sealed, one connection", rate, "entries/s", 0, "");
+  }
   if (absl::GetFlag(FLAGS_audit)) {
     auto fresh = [&](const char* setup) -> std::unique_ptr<testing::TestDatabase> {
       auto d = testing::TestDatabase::Create();
