@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "common/log.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "server/core/change_feed.h"
 #include "server/core/change_filter.h"
 
@@ -23,6 +25,24 @@ const JsonValue* FeedEvent::filter_record() const {
 
 void FeedEvent::set_filter_record(JsonValue record) {
   absl::call_once(lazy_->once, [&] { lazy_->record = std::move(record); });
+}
+
+const std::shared_ptr<const std::string>& FeedEvent::wire() const {
+  absl::call_once(lazy_->wire_once, [this] {
+    using google::protobuf::internal::WireFormatLite;
+    const size_t size = change.ByteSizeLong();
+    auto out = std::make_shared<std::string>();
+    out->resize(size + 16);  // tag and length take at most 1 + 10 bytes
+    auto* const start = reinterpret_cast<uint8_t*>(out->data());
+    uint8_t* p = WireFormatLite::WriteTagToArray(v1::StreamChangesResponse::kChangesFieldNumber,
+                                                 WireFormatLite::WIRETYPE_LENGTH_DELIMITED, start);
+    p = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size),
+                                                                      p);
+    p = change.SerializeWithCachedSizesToArray(p);
+    out->resize(static_cast<size_t>(p - start));
+    lazy_->wire = std::move(out);
+  });
+  return lazy_->wire;
 }
 
 std::shared_ptr<FeedBatch> MakeFeedBatch(std::vector<v1::Change> changes,

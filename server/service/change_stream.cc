@@ -1,6 +1,9 @@
 #include "server/service/change_stream.h"
 
+#include <cstring>
 #include <utility>
+
+#include <grpc/slice.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -10,6 +13,29 @@
 #include "server/storage/worker_pool.h"
 
 namespace pulsesync {
+namespace {
+
+// One slice holding `parts` side by side: a copy of the shared encodings,
+// one allocation per message (referencing each part from the message
+// instead cost an allocation and a contended reference count per change
+// per stream, more than copying its few hundred bytes).
+grpc::Slice Concatenate(const std::vector<const std::string*>& parts, size_t bytes) {
+  grpc_slice slice = grpc_slice_malloc(bytes);
+  uint8_t* out = GRPC_SLICE_START_PTR(slice);
+  for (const std::string* part : parts) {
+    std::memcpy(out, part->data(), part->size());
+    out += part->size();
+  }
+  return grpc::Slice(slice, grpc::Slice::STEAL_REF);
+}
+
+grpc::Slice CheckpointSlice(const std::string& cursor) {
+  v1::StreamChangesResponse m;
+  m.set_checkpoint(cursor);
+  return grpc::Slice(m.SerializeAsString());
+}
+
+}  // namespace
 
 ChangeStreamReactor::ChangeStreamReactor(const v1::StreamChangesRequest* request,
                                          WorkerPool* pool, FeedHub* hub,
@@ -228,11 +254,11 @@ void ChangeStreamReactor::OnFeedAdvanced(bool closing) {
 }
 
 bool ChangeStreamReactor::NextFromSource() {
-  // Pack the matching changes that are ready into one message: per-message
-  // costs (gRPC framing, a write round trip, a client transaction) dominate
-  // the fan-out, not the bytes.
-  message_.Clear();
-  size_t bytes = 0;
+  // Pack the matching changes that are ready into one message, across
+  // batches while they keep coming: per-message costs (gRPC framing, a write
+  // round trip, the client's parse and local transaction) dominate the
+  // fan-out, not the bytes, so a stream whose client is slower than the
+  // writes gets fewer, fuller messages instead of falling further behind.
   while (index_ < source_->events.size()) {
     const FeedEvent& event = source_->events[index_++];
     const bool in_scope = scope_->Admit(event);
@@ -242,32 +268,48 @@ bool ChangeStreamReactor::NextFromSource() {
                           filter_->has_column_filters() ? event.filter_record() : nullptr)) {
       continue;
     }
-    *message_.add_changes() = event.change;
+    const std::string& wire = *event.wire();
+    parts_.push_back(&wire);
+    parts_bytes_ += wire.size();
     cursor_ = event.change.cursor();
-    bytes += event.change.new_record().size() + event.change.old_record().size() + 256;
-    if (message_.changes_size() >= options_.max_changes_per_message ||
-        bytes >= options_.max_message_bytes) {
-      break;
+    packed_cursor_ = cursor_;
+    if (parts_.size() >= static_cast<size_t>(options_.max_changes_per_message) ||
+        parts_bytes_ >= options_.max_message_bytes) {
+      WritePacked();
+      return true;
     }
-  }
-  const absl::Time now = absl::Now();
-  if (message_.changes_size() > 0) {
-    last_sent_cursor_ = cursor_;
-    last_write_ = now;
-    write_in_flight_ = true;
-    return true;
   }
   cursor_ = source_->end_cursor;
   if (source_live_) next_seq_ = source_->seq + 1;
+  if (!parts_.empty()) held_.push_back(std::move(source_));  // parts_ point into it
   source_.reset();
-  if (cursor_ != last_sent_cursor_ && now - last_write_ >= options_.checkpoint_interval) {
-    message_.set_checkpoint(cursor_);
-    last_sent_cursor_ = cursor_;
-    last_write_ = now;
-    write_in_flight_ = true;
-    return true;
-  }
   return false;
+}
+
+void ChangeStreamReactor::WritePacked() {
+  grpc::Slice changes = Concatenate(parts_, parts_bytes_);
+  message_ = grpc::ByteBuffer(&changes, 1);
+  parts_.clear();
+  parts_bytes_ = 0;
+  held_.clear();
+  // What the client has: the last change's cursor. The stream's own may be
+  // past it (changes filtered out after it); a checkpoint tells it later.
+  last_sent_cursor_ = packed_cursor_;
+  last_write_ = absl::Now();
+  write_in_flight_ = true;
+}
+
+bool ChangeStreamReactor::WriteCheckpointIfDue() {
+  const absl::Time now = absl::Now();
+  if (cursor_ == last_sent_cursor_ || now - last_write_ < options_.checkpoint_interval) {
+    return false;
+  }
+  grpc::Slice checkpoint = CheckpointSlice(cursor_);
+  message_ = grpc::ByteBuffer(&checkpoint, 1);
+  last_sent_cursor_ = cursor_;
+  last_write_ = now;
+  write_in_flight_ = true;
+  return true;
 }
 
 ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
@@ -284,6 +326,14 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
   while (true) {
     if (source_ != nullptr) {
       if (NextFromSource()) return Action::kWrite;
+      // A page read from the log goes out before the next is read.
+      if (!source_live_ || mode_ != Mode::kLive) {
+        if (!parts_.empty()) {
+          WritePacked();
+          return Action::kWrite;
+        }
+        if (WriteCheckpointIfDue()) return Action::kWrite;
+      }
       continue;
     }
     switch (mode_) {
@@ -291,8 +341,8 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
         if (announce_live_) {
           announce_live_ = false;
           if (cursor_ != last_sent_cursor_) {
-            message_.Clear();
-            message_.set_checkpoint(cursor_);
+            grpc::Slice checkpoint = CheckpointSlice(cursor_);
+            message_ = grpc::ByteBuffer(&checkpoint, 1);
             last_sent_cursor_ = cursor_;
             last_write_ = absl::Now();
             write_in_flight_ = true;
@@ -306,6 +356,12 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
           index_ = 0;
           continue;
         }
+        // Nothing more is ready: what was packed goes now.
+        if (!parts_.empty()) {
+          WritePacked();
+          return Action::kWrite;
+        }
+        if (WriteCheckpointIfDue()) return Action::kWrite;
         if (next_seq_ < hub_->oldest_seq()) {
           // Fell out of the ring: catch up from the log by our own cursor.
           mode_ = Mode::kJoining;

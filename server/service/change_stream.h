@@ -22,7 +22,9 @@
 //    from_now stream gets a cursor to resume from.
 // 4. Memory per stream is one batch reference plus one message: a slow
 //    client is never buffered for, it falls out of the ring and catches up
-//    from the log.
+//    from the log. A message is its changes' encodings side by side, each
+//    encoded once for all streams (FeedEvent::wire) and copied, not
+//    serialized again, per stream.
 // 5. The reactor deletes itself in OnDone, only after its hub listener is
 //    removed and no worker job refers to it.
 //
@@ -36,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -62,7 +65,10 @@ struct ChangeStreamOptions {
   size_t max_message_bytes = 64 << 10;
 };
 
-class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChangesResponse>,
+// Writes encoded StreamChangesResponse messages (the method is registered
+// raw, sync_service.h): each message is its changes' encodings side by
+// side, a valid StreamChangesResponse to any client.
+class ChangeStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                   private FeedHub::Listener {
  public:
   // `lease` holds the caller's stream slot until the reactor is gone.
@@ -91,7 +97,14 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   // must not be touched by the caller afterwards.
   void CompleteJob(const std::function<void()>& apply) ABSL_LOCKS_EXCLUDED(mu_);
   Action NextAction() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Packs the source's ready changes into parts_; true when that filled a
+  // message and started its write.
   bool NextFromSource() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The packed changes as the message to write.
+  void WritePacked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A checkpoint with the stream's cursor, if it moved past what the client
+  // has and the interval passed since the last write.
+  bool WriteCheckpointIfDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJob();
   void ReadLogPage();
   void FinishWith(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -120,7 +133,13 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<v1::StreamChan
   size_t index_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_sent_cursor_ ABSL_GUARDED_BY(mu_);
   absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  v1::StreamChangesResponse message_ ABSL_GUARDED_BY(mu_);  // the write in flight
+  // The next message's changes (encodings in the batches held), not yet
+  // written, and the cursor after the last of them.
+  std::vector<const std::string*> parts_ ABSL_GUARDED_BY(mu_);
+  size_t parts_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::shared_ptr<const FeedBatch>> held_ ABSL_GUARDED_BY(mu_);
+  std::string packed_cursor_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer message_ ABSL_GUARDED_BY(mu_);          // the write in flight
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   int jobs_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);

@@ -98,11 +98,35 @@ grpc::ServerWriteReactor<v1::SnapshotResponse>* SyncServiceImpl::Snapshot(
                              std::move(lease));
 }
 
-grpc::ServerWriteReactor<v1::StreamChangesResponse>* SyncServiceImpl::StreamChanges(
-    grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) {
+namespace {
+
+// A stream refused before it began.
+class RefusedStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SyncServiceImpl::StreamChanges(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  v1::StreamChangesRequest parsed;
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (request->Dump(&slices).ok()) {
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
+  if (!parsed.ParseFromString(bytes)) {
+    return new RefusedStream(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                          "malformed StreamChangesRequest: not a valid "
+                                          "serialized pulsesync.v1.StreamChangesRequest"));
+  }
   std::unique_ptr<PrincipalLimits::StreamLease> lease;
   absl::StatusOr<Principal> principal = AuthenticateStream(context, &lease);
-  return new ChangeStreamReactor(request, pool_, hub_, std::move(principal), std::move(lease),
+  return new ChangeStreamReactor(&parsed, pool_, hub_, std::move(principal), std::move(lease),
                                  ChangeStreamOptions());
 }
 

@@ -49,7 +49,12 @@ MetadataLookup MetadataOf(const grpc::ServerContextBase* context);
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class SyncServiceImpl final : public v1::SyncService::CallbackService {
+// StreamChanges is registered raw: its messages are written as encoded
+// bytes shared by every stream (change_stream.h); clients see the same
+// StreamChangesResponse messages.
+class SyncServiceImpl final
+    : public v1::SyncService::WithRawCallbackMethod_StreamChanges<
+          v1::SyncService::CallbackService> {
  public:
   // `pool`, `hub` and `auth` must outlive the service.
   SyncServiceImpl(WorkerPool* pool, FeedHub* hub, const Authenticator* auth,
@@ -72,8 +77,8 @@ class SyncServiceImpl final : public v1::SyncService::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const v1::GetServerInfoRequest* request,
                                           v1::GetServerInfoResponse* response) override;
-  grpc::ServerWriteReactor<v1::StreamChangesResponse>* StreamChanges(
-      grpc::CallbackServerContext* context, const v1::StreamChangesRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamChanges(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<v1::SnapshotResponse>* Snapshot(
       grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,

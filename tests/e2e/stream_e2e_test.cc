@@ -2,6 +2,7 @@
 // sessions (long and idle transactions, psql-style writes), real gRPC
 // streams that disconnect, resume, filter, and fall behind.
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <pqxx/pqxx>
 #include <set>
@@ -13,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/json.h"
 #include "common/uuid.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "pulsesync/v1/sync.grpc.pb.h"
@@ -200,6 +202,54 @@ TEST_F(StreamE2eTest, CatchesUpFromTheCursorThenDeliversNewChangesLive) {
     EXPECT_EQ(got[i].origin_id(), "stream-test");
     EXPECT_FALSE(got[i].revision_id().empty());
   }
+}
+
+// StreamChanges is served raw (its messages are shared encoded bytes), so
+// the server parses the request itself: bytes that are no request get a
+// clear INVALID_ARGUMENT, and the server goes on serving.
+TEST_F(StreamE2eTest, AMalformedRequestIsRefusedWithInvalidArgument) {
+  ServerProcess* server = StartServer();
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      generic.PrepareCall(&ctx, "/pulsesync.v1.SyncService/StreamChanges", &cq);
+  auto step = [&](void* tag) {
+    void* got = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&got, &ok));
+    EXPECT_EQ(got, tag);
+    return ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(1)));
+  // Field 1 (cursor) declared 100 bytes long, with 3 present.
+  const std::string garbage = "\x0a\x64abc";
+  grpc::Slice slice(garbage.data(), garbage.size());
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  step(reinterpret_cast<void*>(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  step(reinterpret_cast<void*>(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  EXPECT_FALSE(step(reinterpret_cast<void*>(4)));  // no message: the call ends
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(5)));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("malformed StreamChangesRequest"));
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  // A well-formed stream on the same server still works.
+  auto stub = Stub(server);
+  StreamCollector stream(stub.get(), v1::StreamChangesRequest());
+  EXPECT_TRUE(stream.WaitForChanges(1));  // the team row
 }
 
 TEST_F(StreamE2eTest, ResumingFromTheLastCursorLosesNothingAndRepeatsNothing) {

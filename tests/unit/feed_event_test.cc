@@ -1,5 +1,6 @@
 // FeedEvent's filter record: parsed on first use, once, for every thread
-// that asks (streams read the same batch from several threads).
+// that asks (streams read the same batch from several threads); and its
+// encoding, which streams send side by side as a StreamChangesResponse.
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,6 +60,53 @@ TEST(FeedEventTest, ARecordSetFirstIsTheOneReturned) {
   event.set_filter_record(JsonValue::Object({{"id", JsonValue::String("given")}}));
   ASSERT_NE(event.filter_record(), nullptr);
   EXPECT_EQ(event.filter_record()->Find("id")->text(), "given");
+}
+
+// A stream's message is its events' encodings side by side
+// (change_stream.h): that must be the StreamChangesResponse a client parses,
+// byte for byte what serializing the message would have made.
+TEST(FeedEventTest, EncodingsSideBySideAreAStreamChangesResponse) {
+  std::vector<v1::Change> changes = {
+      TaskChange(v1::EVENT_TYPE_INSERT, R"({"id":"a","title":"caf\u00e9 ☃"})", ""),
+      TaskChange(v1::EVENT_TYPE_DELETE, std::string(300, 'x'), R"({"id":"b"})"),
+      v1::Change()};  // all defaults: an empty encoding of its own
+  changes[0].set_position(1);
+  changes[0].set_cursor("c1");
+  changes[1].set_position(1LL << 40);
+  changes[1].set_cursor(std::string(200, 'c'));  // a length past one varint byte
+  std::shared_ptr<FeedBatch> batch = MakeFeedBatch(changes, "end");
+  v1::StreamChangesResponse expected;
+  std::string side_by_side;
+  for (size_t i = 0; i < changes.size(); ++i) {
+    *expected.add_changes() = changes[i];
+    side_by_side += *batch->events[i].wire();
+  }
+  EXPECT_EQ(side_by_side, expected.SerializeAsString());
+  v1::StreamChangesResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(side_by_side));
+  ASSERT_EQ(parsed.changes_size(), 3);
+  EXPECT_EQ(parsed.changes(0).new_record(), changes[0].new_record());
+  EXPECT_EQ(parsed.changes(1).position(), 1LL << 40);
+  EXPECT_EQ(parsed.changes(1).cursor(), changes[1].cursor());
+  // A checkpoint after the changes is the same message with its field set.
+  v1::StreamChangesResponse checkpoint;
+  checkpoint.set_checkpoint("cp");
+  ASSERT_TRUE(parsed.ParseFromString(side_by_side + checkpoint.SerializeAsString()));
+  EXPECT_EQ(parsed.changes_size(), 3);
+  EXPECT_EQ(parsed.checkpoint(), "cp");
+}
+
+TEST(FeedEventTest, EveryThreadGetsTheSameEncoding) {
+  std::shared_ptr<FeedBatch> batch =
+      MakeFeedBatch({TaskChange(v1::EVENT_TYPE_INSERT, R"({"id":"a"})", "")}, "end");
+  const FeedEvent& event = batch->events[0];
+  std::vector<const std::string*> seen(8, nullptr);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < seen.size(); ++t) {
+    threads.emplace_back([&, t] { seen[t] = event.wire().get(); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::string* p : seen) EXPECT_EQ(p, event.wire().get());
 }
 
 }  // namespace
