@@ -7,7 +7,10 @@
 //
 // Server (PostgreSQL, through the server's own code, no gRPC):
 //   apply   batches of 100 revisions (half new tasks, half edits of random
-//           existing ones) through ApplyRevisionBatch, ms for the median batch
+//           existing ones, based on their versions) through
+//           ApplyRevisionBatch, ms for the median batch
+//   follow  each batch's changes read right after it by a follower on its
+//           own session, as the feed hub reads, ms for the median read
 //   pull    the changes those batches made, read with ReadChanges from the
 //           cursor before them, pages of 1,000, ms per 1,000 changes
 // at --server_rows / 10 and at --server_rows tasks, each with a change-log

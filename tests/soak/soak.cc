@@ -343,14 +343,34 @@ int Run() {
   // --- Settle: every client pushes, then pulls, until nothing is pending ---
   const absl::Time settle_start = absl::Now();
   std::atomic<int> unsettled{0};
+  absl::Mutex unsettled_mu;
+  std::vector<std::string> unsettled_why;  // the first few, with their last error
+  absl::Duration slowest_stop, slowest_push, slowest_sync;  // of one client
+  auto note_unsettled = [&](size_t i, const char* phase, const absl::Status& status) {
+    ++unsettled;
+    absl::MutexLock lock(&unsettled_mu);
+    if (unsettled_why.size() < 5) {
+      unsettled_why.push_back(absl::StrCat("client ", i,
+                                           sims[i].client->subscriber() != nullptr ? " (streaming)" : "",
+                                           " ", phase, ": ", status.ToString()));
+    }
+  };
   {
     std::vector<std::thread> settlers;
     std::atomic<size_t> next{0};
     for (int w = 0; w < 8; ++w) {
       settlers.emplace_back([&] {
         for (size_t i = next++; i < sims.size(); i = next++) {
+          const absl::Time t0 = absl::Now();
           if (sims[i].client->subscriber() != nullptr) sims[i].client->subscriber()->Stop();
-          if (!sims[i].client->PushAll(absl::GetFlag(FLAGS_settle_timeout)).ok()) ++unsettled;
+          const absl::Time t1 = absl::Now();
+          const absl::Status pushed = sims[i].client->PushAll(absl::GetFlag(FLAGS_settle_timeout));
+          {
+            absl::MutexLock lock(&unsettled_mu);
+            slowest_stop = std::max(slowest_stop, t1 - t0);
+            slowest_push = std::max(slowest_push, absl::Now() - t1);
+          }
+          if (!pushed.ok()) note_unsettled(i, "push", pushed);
         }
       });
     }
@@ -360,7 +380,13 @@ int Run() {
     for (int w = 0; w < 8; ++w) {
       settlers.emplace_back([&] {
         for (size_t i = next++; i < sims.size(); i = next++) {
-          if (!sims[i].client->SyncAll(absl::GetFlag(FLAGS_settle_timeout)).ok()) ++unsettled;
+          const absl::Time t0 = absl::Now();
+          const absl::Status synced = sims[i].client->SyncAll(absl::GetFlag(FLAGS_settle_timeout));
+          {
+            absl::MutexLock lock(&unsettled_mu);
+            slowest_sync = std::max(slowest_sync, absl::Now() - t0);
+          }
+          if (!synced.ok()) note_unsettled(i, "sync", synced);
         }
       });
     }
@@ -370,7 +396,10 @@ int Run() {
 
   // --- Check ---
   std::vector<std::string> problems;
-  if (unsettled > 0) problems.push_back(absl::StrCat(unsettled.load(), " client(s) did not settle"));
+  if (unsettled > 0) {
+    problems.push_back(absl::StrCat(unsettled.load(), " client(s) did not settle: ",
+                                    absl::StrJoin(unsettled_why, "; ")));
+  }
   std::map<std::string, TaskMap> server_tasks;
   for (const std::string& team : teams) {
     absl::StatusOr<TaskMap> t = testing::ServerTasks(**db, team);
@@ -425,7 +454,10 @@ int Run() {
 
   // --- Report ---
   const double secs = absl::ToDoubleSeconds(ran);
-  std::printf("\nran %.1f s, settled in %.1f s\n", secs, absl::ToDoubleSeconds(settle));
+  std::printf("\nran %.1f s, settled in %.1f s (slowest client: stopping its subscriber %.1f s, "
+              "pushing %.1f s, syncing %.1f s)\n",
+              secs, absl::ToDoubleSeconds(settle), absl::ToDoubleSeconds(slowest_stop),
+              absl::ToDoubleSeconds(slowest_push), absl::ToDoubleSeconds(slowest_sync));
   std::printf("operations: %lld local writes (%.0f/s), %lld explicit pushes, %lld pulls, %lld local "
               "reads; %lld calls failed during faults (retried)\n",
               static_cast<long long>(writes.load()), static_cast<double>(writes.load()) / secs,
