@@ -399,6 +399,7 @@ void ChangeStreamReactor::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     write_in_flight_ = false;
+    message_.Clear();  // an idle stream holds no message
     if (!ok) FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
   }
   Pump();
