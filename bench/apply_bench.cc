@@ -181,17 +181,13 @@ int Main() {
     PgSessionOptions options;
     options.database_url = url;
     PgSession sealer(options);
-    int64_t sealed = 0;
     const auto start = std::chrono::steady_clock::now();
-    while (true) {
-      absl::StatusOr<int64_t> n = SealAuditEntries(sealer);
-      if (!n.ok()) {
-        std::fprintf(stderr, "sealing: %s\n", n.status().ToString().c_str());
-        return 1;
-      }
-      if (*n == 0) break;
-      sealed += *n;
+    const absl::StatusOr<int64_t> all = SealAllAuditEntries(sealer);
+    if (!all.ok()) {
+      std::fprintf(stderr, "sealing: %s\n", all.status().ToString().c_str());
+      return 1;
     }
+    const int64_t sealed = *all;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double rate = secs > 0 ? sealed / secs : 0;
@@ -225,10 +221,7 @@ int Main() {
     const double with_sealer = apply_into(sealed->url());
     const auto start = std::chrono::steady_clock::now();
     PgSession catch_up(sealer_session);
-    while (true) {  // what the sealer has left when the writers stop
-      absl::StatusOr<int64_t> n = SealAuditEntries(catch_up);
-      if (!n.ok() || *n == 0) break;
-    }
+    (void)SealAllAuditEntries(catch_up);  // what the sealer has left when the writers stop
     const double lag =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     sealer.Stop();

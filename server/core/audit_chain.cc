@@ -120,6 +120,15 @@ absl::StatusOr<int64_t> SealAuditEntries(PgSession& session, int64_t max_entries
   return sealed;
 }
 
+absl::StatusOr<int64_t> SealAllAuditEntries(PgSession& session, int64_t batch) {
+  int64_t total = 0;
+  while (true) {
+    PS_ASSIGN_OR_RETURN(int64_t n, SealAuditEntries(session, batch));
+    total += n;
+    if (n < batch) return total;
+  }
+}
+
 absl::StatusOr<int64_t> ExpireAuditEntries(PgSession& session, absl::Duration max_age,
                                            int64_t max_entries) {
   int64_t removed = 0;

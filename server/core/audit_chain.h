@@ -48,6 +48,10 @@ std::string AuditChainHash(absl::string_view previous, int64_t seq, absl::string
 // lock. kUnavailable when PostgreSQL is down.
 absl::StatusOr<int64_t> SealAuditEntries(PgSession& session, int64_t max_entries = 5000);
 
+// Seals every committed entry now, a round of `batch` at a time, until a
+// round seals less than that (`pulsesyncd audit seal`). Returns how many.
+absl::StatusOr<int64_t> SealAllAuditEntries(PgSession& session, int64_t batch = 5000);
+
 // Audit retention: removes up to `max_entries` sealed entries older than
 // `max_age` from the front of the chain, leaving a checkpoint (under the
 // sealer's lock; 0 if another sealer holds it). Returns how many it removed.

@@ -27,20 +27,19 @@ void FeedEvent::set_filter_record(JsonValue record) {
   absl::call_once(lazy_->once, [&] { lazy_->record = std::move(record); });
 }
 
-const std::shared_ptr<const std::string>& FeedEvent::wire() const {
+const std::string& FeedEvent::wire() const {
   absl::call_once(lazy_->wire_once, [this] {
     using google::protobuf::internal::WireFormatLite;
     const size_t size = change.ByteSizeLong();
-    auto out = std::make_shared<std::string>();
-    out->resize(size + 16);  // tag and length take at most 1 + 10 bytes
-    auto* const start = reinterpret_cast<uint8_t*>(out->data());
+    std::string& out = lazy_->wire;
+    out.resize(size + 16);  // tag and length take at most 1 + 10 bytes
+    auto* const start = reinterpret_cast<uint8_t*>(out.data());
     uint8_t* p = WireFormatLite::WriteTagToArray(v1::StreamChangesResponse::kChangesFieldNumber,
                                                  WireFormatLite::WIRETYPE_LENGTH_DELIMITED, start);
     p = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size),
                                                                       p);
     p = change.SerializeWithCachedSizesToArray(p);
-    out->resize(static_cast<size_t>(p - start));
-    lazy_->wire = std::move(out);
+    out.resize(static_cast<size_t>(p - start));
   });
   return lazy_->wire;
 }

@@ -70,14 +70,14 @@ struct FeedEvent {
   // by side (copying the message's changes and serializing them again for
   // each stream was 40% of the server's CPU in a 1,000-stream fan-out).
   // Thread-safe; `change` must not change after the first call.
-  const std::shared_ptr<const std::string>& wire() const;
+  const std::string& wire() const;
 
  private:
   struct Lazy {
     absl::once_flag once;
     std::optional<JsonValue> record;
     absl::once_flag wire_once;
-    std::shared_ptr<const std::string> wire;
+    std::string wire;
   };
   std::unique_ptr<Lazy> lazy_ = std::make_unique<Lazy>();
 };

@@ -29,12 +29,6 @@ grpc::Slice Concatenate(const std::vector<const std::string*>& parts, size_t byt
   return grpc::Slice(slice, grpc::Slice::STEAL_REF);
 }
 
-grpc::Slice CheckpointSlice(const std::string& cursor) {
-  v1::StreamChangesResponse m;
-  m.set_checkpoint(cursor);
-  return grpc::Slice(m.SerializeAsString());
-}
-
 }  // namespace
 
 ChangeStreamReactor::ChangeStreamReactor(const v1::StreamChangesRequest* request,
@@ -268,7 +262,7 @@ bool ChangeStreamReactor::NextFromSource() {
                           filter_->has_column_filters() ? event.filter_record() : nullptr)) {
       continue;
     }
-    const std::string& wire = *event.wire();
+    const std::string& wire = event.wire();
     parts_.push_back(&wire);
     parts_bytes_ += wire.size();
     cursor_ = event.change.cursor();
@@ -299,16 +293,22 @@ void ChangeStreamReactor::WritePacked() {
   write_in_flight_ = true;
 }
 
-bool ChangeStreamReactor::WriteCheckpointIfDue() {
-  const absl::Time now = absl::Now();
-  if (cursor_ == last_sent_cursor_ || now - last_write_ < options_.checkpoint_interval) {
-    return false;
-  }
-  grpc::Slice checkpoint = CheckpointSlice(cursor_);
+void ChangeStreamReactor::WriteCheckpoint() {
+  v1::StreamChangesResponse m;
+  m.set_checkpoint(cursor_);
+  grpc::Slice checkpoint(m.SerializeAsString());
   message_ = grpc::ByteBuffer(&checkpoint, 1);
   last_sent_cursor_ = cursor_;
-  last_write_ = now;
+  last_write_ = absl::Now();
   write_in_flight_ = true;
+}
+
+bool ChangeStreamReactor::WriteCheckpointIfDue() {
+  if (cursor_ == last_sent_cursor_ ||
+      absl::Now() - last_write_ < options_.checkpoint_interval) {
+    return false;
+  }
+  WriteCheckpoint();
   return true;
 }
 
@@ -341,11 +341,7 @@ ChangeStreamReactor::Action ChangeStreamReactor::NextAction() {
         if (announce_live_) {
           announce_live_ = false;
           if (cursor_ != last_sent_cursor_) {
-            grpc::Slice checkpoint = CheckpointSlice(cursor_);
-            message_ = grpc::ByteBuffer(&checkpoint, 1);
-            last_sent_cursor_ = cursor_;
-            last_write_ = absl::Now();
-            write_in_flight_ = true;
+            WriteCheckpoint();
             return Action::kWrite;
           }
         }

@@ -102,8 +102,10 @@ class ChangeStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   bool NextFromSource() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The packed changes as the message to write.
   void WritePacked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A checkpoint with the stream's cursor, if it moved past what the client
-  // has and the interval passed since the last write.
+  // A checkpoint with the stream's cursor as the message to write.
+  void WriteCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // WriteCheckpoint, if the cursor moved past what the client has and the
+  // interval passed since the last write.
   bool WriteCheckpointIfDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJob();
   void ReadLogPage();

@@ -438,13 +438,7 @@ absl::Status RunAuditSeal(const ServerConfig& config, std::ostream& out) {
   }
   SetDefaultConnectTimeout();
   PgSession session(SessionOptions(config));
-  int64_t total = 0;
-  constexpr int64_t kBatch = 5000;
-  while (true) {
-    PS_ASSIGN_OR_RETURN(int64_t n, SealAuditEntries(session, kBatch));
-    total += n;
-    if (n < kBatch) break;
-  }
+  PS_ASSIGN_OR_RETURN(int64_t total, SealAllAuditEntries(session));
   out << "sealed " << total << " entries\n";
   return absl::OkStatus();
 }

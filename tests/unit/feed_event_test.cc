@@ -79,7 +79,7 @@ TEST(FeedEventTest, EncodingsSideBySideAreAStreamChangesResponse) {
   std::string side_by_side;
   for (size_t i = 0; i < changes.size(); ++i) {
     *expected.add_changes() = changes[i];
-    side_by_side += *batch->events[i].wire();
+    side_by_side += batch->events[i].wire();
   }
   EXPECT_EQ(side_by_side, expected.SerializeAsString());
   v1::StreamChangesResponse parsed;
@@ -103,10 +103,10 @@ TEST(FeedEventTest, EveryThreadGetsTheSameEncoding) {
   std::vector<const std::string*> seen(8, nullptr);
   std::vector<std::thread> threads;
   for (size_t t = 0; t < seen.size(); ++t) {
-    threads.emplace_back([&, t] { seen[t] = event.wire().get(); });
+    threads.emplace_back([&, t] { seen[t] = &event.wire(); });
   }
   for (std::thread& t : threads) t.join();
-  for (const std::string* p : seen) EXPECT_EQ(p, event.wire().get());
+  for (const std::string* p : seen) EXPECT_EQ(p, &event.wire());
 }
 
 }  // namespace
