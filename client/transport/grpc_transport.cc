@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
@@ -112,6 +116,81 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   return grpc::SslCredentials(ssl);
 }
 
+// Polls a channel while it reconnects, so that it reconnects as soon as the
+// server can be reached again.
+//
+// gRPC 1.51 handles a connection attempt's socket events (the TCP connect
+// completing, the handshake's bytes) only while some thread polls the
+// channel: a call waiting for it, or the client-channel backup poller, every
+// 5 s. A call that fails fast (UNAVAILABLE while the channel is in
+// TRANSIENT_FAILURE, wait_for_ready off) does not wait, so a client retrying
+// such calls leaves the attempt unattended: measured in the soak, the
+// server's side of the attempt was connected within a second while the
+// client's stayed in its TCP connect until gRPC's 20 s connect timeout, and
+// pushes failed for up to 58 s after a replica came back
+// (grpc/grpc#28866 reports the same lost events). After a call fails with
+// UNAVAILABLE, this thread waits on the channel's state, which polls it,
+// until the channel is READY or kWatchFor has passed since the last
+// failure; calls still fail fast meanwhile.
+class ReconnectWatcher {
+ public:
+  explicit ReconnectWatcher(std::shared_ptr<grpc::Channel> channel)
+      : channel_(std::move(channel)) {}
+  ~ReconnectWatcher() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();  // within one kSlice
+  }
+  ReconnectWatcher(const ReconnectWatcher&) = delete;
+  ReconnectWatcher& operator=(const ReconnectWatcher&) = delete;
+
+  // After a call failed with UNAVAILABLE.
+  void Watch() {
+    absl::MutexLock lock(&mu_);
+    until_ = absl::Now() + kWatchFor;
+    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  }
+
+ private:
+  // Long enough for a few attempts at the longest backoff; a later failure
+  // starts it again.
+  static constexpr absl::Duration kWatchFor = absl::Minutes(2);
+  // How long one wait may take: the destructor's bound.
+  static constexpr absl::Duration kSlice = absl::Milliseconds(200);
+
+  void Run() {
+    while (true) {
+      absl::Time until;
+      {
+        absl::MutexLock lock(&mu_);
+        auto armed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || until_ > absl::Now();
+        };
+        mu_.Await(absl::Condition(&armed));
+        if (stopping_) return;
+        until = until_;
+      }
+      // try_to_connect: an IDLE channel starts connecting.
+      const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+      if (state == GRPC_CHANNEL_READY || state == GRPC_CHANNEL_SHUTDOWN) {
+        absl::MutexLock lock(&mu_);
+        if (until_ == until) until_ = absl::InfinitePast();  // else a new failure came
+        continue;
+      }
+      (void)channel_->WaitForStateChange(
+          state, absl::ToChronoTime(std::min(absl::Now() + kSlice, until)));
+    }
+  }
+
+  const std::shared_ptr<grpc::Channel> channel_;
+  absl::Mutex mu_;
+  absl::Time until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // started by the first Watch()
+};
+
 }  // namespace
 
 struct GrpcTransport::Impl {
@@ -122,6 +201,15 @@ struct GrpcTransport::Impl {
   // Not OK when Create() could not make the channel; then every call
   // returns it (channel and stub are null).
   absl::Status setup_error;
+  // Null when there is no channel or calls wait for it (wait_for_ready).
+  std::unique_ptr<ReconnectWatcher> reconnect;
+
+  // A unary call's outcome; an UNAVAILABLE one has the channel watched.
+  absl::Status Finish(const grpc::Status& status) {
+    absl::Status st = FromGrpc(status);
+    if (st.code() == absl::StatusCode::kUnavailable && reconnect != nullptr) reconnect->Watch();
+    return st;
+  }
 
   // `deadline`: infinite = none. Fails (and the call must not be made) when
   // the token provider does.
@@ -189,6 +277,7 @@ std::unique_ptr<GrpcTransport> GrpcTransport::FromChannel(std::shared_ptr<grpc::
   impl->stub = v1::SyncService::NewStub(channel);
   impl->audit_stub = v1::AuditService::NewStub(channel);
   impl->channel = std::move(channel);
+  if (!options.wait_for_ready) impl->reconnect = std::make_unique<ReconnectWatcher>(impl->channel);
   impl->options = std::move(options);
   return std::unique_ptr<GrpcTransport>(new GrpcTransport(std::move(impl)));
 }
@@ -203,7 +292,7 @@ absl::StatusOr<v1::ApplyRevisionsResponse> GrpcTransport::ApplyRevisions(
   grpc::ClientContext context;
   PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::ApplyRevisionsResponse response;
-  absl::Status st = FromGrpc(impl_->stub->ApplyRevisions(&context, request, &response));
+  absl::Status st = impl_->Finish(impl_->stub->ApplyRevisions(&context, request, &response));
   if (!st.ok()) return st;
   return response;
 }
@@ -214,7 +303,7 @@ absl::StatusOr<v1::PullChangesResponse> GrpcTransport::PullChanges(
   grpc::ClientContext context;
   PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::PullChangesResponse response;
-  absl::Status st = FromGrpc(impl_->stub->PullChanges(&context, request, &response));
+  absl::Status st = impl_->Finish(impl_->stub->PullChanges(&context, request, &response));
   if (!st.ok()) return st;
   return response;
 }
@@ -225,7 +314,7 @@ absl::StatusOr<v1::GetServerInfoResponse> GrpcTransport::GetServerInfo(
   grpc::ClientContext context;
   PS_RETURN_IF_ERROR(impl_->Prepare(&context));
   v1::GetServerInfoResponse response;
-  absl::Status st = FromGrpc(impl_->stub->GetServerInfo(&context, request, &response));
+  absl::Status st = impl_->Finish(impl_->stub->GetServerInfo(&context, request, &response));
   if (!st.ok()) return st;
   return response;
 }

@@ -94,7 +94,10 @@ struct GrpcTransportOptions {
 // Unary calls are blocking RPCs on one shared channel; streams use gRPC's
 // synchronous streaming API (a ClientReader per call). The channel is TLS
 // when the options name a CA file, else plaintext (see `plaintext`). gRPC errors become
-// absl::Status with the same code and message.
+// absl::Status with the same code and message. After a unary call fails
+// with UNAVAILABLE (wait_for_ready off), a thread of the transport polls the
+// channel until it is connected again: gRPC leaves a connection attempt
+// unattended while calls fail fast (grpc_transport.cc, ReconnectWatcher).
 //
 // Thread safety: thread-safe (gRPC stubs and channels are). Each stream is
 // as ResponseStream documents.
