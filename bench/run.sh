@@ -25,14 +25,14 @@ case "$scale" in
     client_args=(--writes=1000 --pending=10000 --snapshot_rows=50000 --growth_rows=50000)
     growth_args=(--server_rows=200000)
     stats_args=(--tasks=200000 --projects=200 --queries=500)
-    feed_args=(--scenarios=1,2 --subscribers=200 --rate=1000 --seconds=5 --idle_streams=2000)
+    feed_args=(--scenarios=1,2,4 --subscribers=200 --rate=1000 --seconds=5 --idle_streams=2000)
     ;;
   full)
     apply_args=(--writers=4 --batches=50 --batch=100)
     client_args=(--writes=2000 --pending=10000 --snapshot_rows=100000 --growth_rows=100000)
     growth_args=(--server_rows=1000000)
     stats_args=(--tasks=1000000 --projects=1000 --queries=2000)
-    feed_args=(--scenarios=1,2 --subscribers=1000 --rate=1000 --seconds=10 --idle_streams=10000)
+    feed_args=(--scenarios=1,2,4 --subscribers=1000 --rate=1000 --seconds=10 --idle_streams=10000)
     ;;
   *) ps_die "PULSESYNC_BENCH_SCALE must be small or full, not $scale" ;;
 esac

@@ -301,6 +301,23 @@ TEST_F(StreamE2eTest, FromNowSkipsHistoryAndSqlWritesAreStreamed) {
   for (const auto& c : got) EXPECT_EQ(c.object_id(), id) << "history leaked into a from_now stream";
 }
 
+// Migration 0017: the log's INSERT of a SQL write notifies the hubs, so
+// the write reaches streams without waiting for a poll (here ten minutes,
+// far beyond the test's deadline).
+TEST_F(StreamE2eTest, ASqlTransactionWakesTheFeedWithoutWaitingForThePoll) {
+  ServerProcess* server = StartServer({"--feed_poll_ms=600000"});
+  auto stub = Stub(server);
+  v1::StreamChangesRequest req;
+  req.set_from_now(true);
+  StreamCollector stream(stub.get(), req);
+  ASSERT_TRUE(stream.WaitForLive());
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "INSERT INTO tasks (id, team_id, title) SELECT gen_random_uuid(), '", team_,
+      "', 'bulk ' || i FROM generate_series(1, 2500) AS i")));
+  ASSERT_TRUE(stream.WaitForChanges(2500)) << stream.changes().size() << " of 2500";
+  EXPECT_EQ(stream.changes().size(), 2500u);
+}
+
 TEST_F(StreamE2eTest, LongTransactionIsDeliveredWhenItCommitsWithoutHoldingOthersBack) {
   ServerProcess* server = StartServer();
   auto stub = Stub(server);

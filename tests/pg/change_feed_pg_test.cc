@@ -1,6 +1,7 @@
 // ReadChanges against a real PostgreSQL, including the property the feed
 // exists for (server/core/change_feed.h): commit safety with transactions
 // that take their log positions early and commit late, or roll back.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -638,6 +639,60 @@ TEST_F(ChangeFeedPgTest, RefusesACursorFromTheFuture) {
   paging.batch_after_position = 1;
   EXPECT_THAT(ReadChanges(*session_, EncodeCursor(paging), 100),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("re-snapshot")));
+}
+
+// Migration 0017: the log's INSERT notifies pulsesync_feed when the rows are
+// a SQL write's, once per transaction; not when they are a revision's
+// (pulsesync.revision set: pulsesyncd notifies after answering), nor when
+// pulsesync.notify_sql_writes is off. Notifications arrive in commit order,
+// so a marker sent after the writes bounds what they sent.
+TEST_F(ChangeFeedPgTest, SqlWritesNotifyTheFeedOncePerTransactionAndRevisionsDoNot) {
+  struct Receiver final : pqxx::notification_receiver {
+    explicit Receiver(pqxx::connection_base& c) : pqxx::notification_receiver(c, "pulsesync_feed") {}
+    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+    std::vector<std::string> payloads;
+  };
+  pqxx::connection listener(db_->url());
+  Receiver receiver(listener);
+  pqxx::connection writer(db_->url());
+  auto notify_and_receive = [&](const std::string& marker) {
+    pqxx::nontransaction(writer).exec(absl::StrCat("NOTIFY pulsesync_feed, '", marker, "'"));
+    for (int i = 0; i < 30; ++i) {
+      if (std::find(receiver.payloads.begin(), receiver.payloads.end(), marker) !=
+          receiver.payloads.end()) {
+        return;
+      }
+      listener.await_notification(1, 0);
+    }
+    ADD_FAILURE() << "no " << marker << " within 30 s";
+  };
+
+  {
+    pqxx::work tx(writer);
+    tx.exec("SELECT set_config('pulsesync.revision', gen_random_uuid()::text, true)");
+    tx.exec(InsertTaskSql(NewUuid(), "by a revision"));
+    tx.commit();
+  }
+  {
+    pqxx::work tx(writer);
+    tx.exec("SET LOCAL pulsesync.notify_sql_writes = 'off'");
+    tx.exec(InsertTaskSql(NewUuid(), "notifications off"));
+    tx.commit();
+  }
+  notify_and_receive("marker 1");
+  EXPECT_EQ(receiver.payloads, std::vector<std::string>({"marker 1"}));
+
+  // Two statements of a SQL transaction, 3 rows: one notification.
+  {
+    pqxx::work tx(writer);
+    tx.exec(absl::StrCat("INSERT INTO public.tasks (id, team_id, title) SELECT gen_random_uuid(), '",
+                         team_, "', 'bulk' FROM generate_series(1, 2)"));
+    tx.exec(InsertTaskSql(NewUuid(), "and one more"));
+    tx.commit();
+  }
+  notify_and_receive("marker 2");
+  EXPECT_EQ(receiver.payloads, std::vector<std::string>({"marker 1", "", "marker 2"}));
+  EXPECT_EQ(Query("SELECT count(*) FROM pulsesync.change_log WHERE table_name = 'tasks'"), "5");
 }
 
 }  // namespace
