@@ -17,7 +17,8 @@
 //   growth        1,000 local writes, recording 1,000 push answers and
 //                 applying 1,000 pulled changes, at --growth_rows / 10 and
 //                 at --growth_rows rows (value: the larger; ceiling: the
-//                 smaller; ratio 1 = the cost follows the changes only)
+//                 smaller; ratio 1 = the cost follows the changes only),
+//                 each the median of --growth_rounds rounds
 //   initial sync  --snapshot_rows tasks written server-side, the table
 //                 vacuumed and pulsesyncd quiet again, then a new client's
 //                 SyncEngine::Snapshot into its SQLite file; ceiling: the
@@ -54,6 +55,7 @@ ABSL_FLAG(int, pending, 10000, "pending revisions pushed at once");
 ABSL_FLAG(int, batched_writes, 50000, "local writes made through LocalStore::Apply");
 ABSL_FLAG(int, batch, 1000, "writes per LocalStore::Apply call");
 ABSL_FLAG(int, growth_rows, 100000, "client rows at the larger size of the growth figures (0: skip)");
+ABSL_FLAG(int, growth_rounds, 5, "rounds of each growth measurement (the median is printed)");
 ABSL_FLAG(int, snapshot_rows, 100000, "tasks a new client snapshots (initial sync)");
 
 namespace pulsesync {
@@ -180,50 +182,62 @@ absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
     sqlite3_exec(raw, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
     sqlite3_close(raw);
   }
-  ClientCost cost;
+  // Each part --growth_rounds times on the same data; the median of each
+  // (one run was at the mercy of a single slow fsync or a neighbour's burst).
+  std::vector<double> write_ms, answer_ms, pull_ms;
   std::mt19937 rng(rows);
-  const auto w0 = Clock::now();
-  for (int b = 0; b < 10; ++b) {
-    writes.clear();
-    for (int i = 0; i < 100; ++i) {
-      JsonValue edit = JsonValue::Object();
-      edit.Set("title", JsonValue::String(absl::StrCat("edit ", b, "-", i)));
-      writes.push_back(LocalWrite::Update("task", ids[rng() % ids.size()], edit));
+  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_growth_rounds)); ++round) {
+    const auto w0 = Clock::now();
+    for (int b = 0; b < 10; ++b) {
+      writes.clear();
+      for (int i = 0; i < 100; ++i) {
+        JsonValue edit = JsonValue::Object();
+        edit.Set("title", JsonValue::String(absl::StrCat("edit ", round, "-", b, "-", i)));
+        writes.push_back(LocalWrite::Update("task", ids[rng() % ids.size()], edit));
+      }
+      PS_RETURN_IF_ERROR(store->Apply(writes).status());
     }
-    PS_RETURN_IF_ERROR(store->Apply(writes).status());
-  }
-  cost.write_ms = MsSince(w0);
+    write_ms.push_back(MsSince(w0));
 
-  const auto a0 = Clock::now();
-  PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> pending, store->PendingRevisions(1000));
-  std::vector<PushOutcome> outcomes(pending.size());
-  for (size_t i = 0; i < pending.size(); ++i) {
-    outcomes[i].revision_id = pending[i].id;
-    outcomes[i].server_version = 10000000 + static_cast<int64_t>(i);
-    outcomes[i].resolution = "applied";
-  }
-  PS_RETURN_IF_ERROR(store->RecordPushResults(outcomes));
-  cost.answer_ms = MsSince(a0);
+    const auto a0 = Clock::now();
+    PS_ASSIGN_OR_RETURN(std::vector<PendingRevision> pending, store->PendingRevisions(1000));
+    std::vector<PushOutcome> outcomes(pending.size());
+    for (size_t i = 0; i < pending.size(); ++i) {
+      outcomes[i].revision_id = pending[i].id;
+      outcomes[i].server_version = 10000000 + round * 1000 + static_cast<int64_t>(i);
+      outcomes[i].resolution = "applied";
+    }
+    PS_RETURN_IF_ERROR(store->RecordPushResults(outcomes));
+    answer_ms.push_back(MsSince(a0));
 
-  std::vector<RemoteChange> changes(1000);
-  for (int i = 0; i < 1000; ++i) {
-    RemoteChange& c = changes[i];
-    c.object_type = "task";
-    c.event = ChangeEvent::kUpdate;
-    c.object_id = ids[rng() % ids.size()];
-    c.version = 20000000 + i;
-    c.new_record = absl::StrCat(
-        R"({"id":")", c.object_id, R"(","team_id":")", kTeam, R"(","title":"remote )", i,
-        R"(","priority":2,"created_at":"2026-01-01T00:00:00+00:00","version":)", c.version,
-        R"(,"updated_at":"2026-01-02T00:00:00+00:00","deleted":false,"recovered":false,)",
-        R"("last_origin_id":"another-device","last_revision_id":null,)",
-        R"("hlc":"001800000000000-0000000000-another-device"})");
-    c.origin_id = "another-device";
-    c.revision_id = NewTimeOrderedUuid();
+    std::vector<RemoteChange> changes(1000);
+    for (int i = 0; i < 1000; ++i) {
+      RemoteChange& c = changes[i];
+      c.object_type = "task";
+      c.event = ChangeEvent::kUpdate;
+      c.object_id = ids[rng() % ids.size()];
+      c.version = 20000000 + round * 1000 + i;
+      c.new_record = absl::StrCat(
+          R"({"id":")", c.object_id, R"(","team_id":")", kTeam, R"(","title":"remote )", i,
+          R"(","priority":2,"created_at":"2026-01-01T00:00:00+00:00","version":)", c.version,
+          R"(,"updated_at":"2026-01-02T00:00:00+00:00","deleted":false,"recovered":false,)",
+          R"("last_origin_id":"another-device","last_revision_id":null,)",
+          R"("hlc":"001800000000000-0000000000-another-device"})");
+      c.origin_id = "another-device";
+      c.revision_id = NewTimeOrderedUuid();
+    }
+    const auto p0 = Clock::now();
+    PS_RETURN_IF_ERROR(store->ApplyRemoteChanges(changes, "").status());
+    pull_ms.push_back(MsSince(p0));
   }
-  const auto p0 = Clock::now();
-  PS_RETURN_IF_ERROR(store->ApplyRemoteChanges(changes, "").status());
-  cost.pull_ms = MsSince(p0);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  ClientCost cost;
+  cost.write_ms = median(write_ms);
+  cost.answer_ms = median(answer_ms);
+  cost.pull_ms = median(pull_ms);
   return cost;
 }
 

@@ -1374,7 +1374,9 @@ TEST_F(LocalStoreConflictTest, ALayoutOneDatabaseIsUpgradedInPlace) {
     std::string ddl = "DROP TABLE conflicts; DROP TABLE server_rows; "
                       "ALTER TABLE revisions DROP COLUMN resolution; "
                       "ALTER TABLE tasks DROP COLUMN is_archived; PRAGMA user_version = 1;"
-                      "ALTER TABLE sync_state DROP COLUMN schema_version;";
+                      "ALTER TABLE sync_state DROP COLUMN schema_version;"
+                      "DROP INDEX revisions_pending_object_idx;"
+                      "CREATE INDEX revisions_object_idx ON revisions (object_type, object_id);";
     for (const char* t : {"teams", "users", "team_members", "projects", "tasks"}) {
       ddl += std::string("ALTER TABLE ") + t + " DROP COLUMN _extra;";
     }
@@ -1384,8 +1386,13 @@ TEST_F(LocalStoreConflictTest, ALayoutOneDatabaseIsUpgradedInPlace) {
   EXPECT_EQ(MustGet("team", team).Find("name")->text(), "Old");
   EXPECT_EQ(*store_->PendingCount(), 1);
   EXPECT_TRUE(store_->ListConflicts().ok());
-  EXPECT_EQ(CountRows("PRAGMA user_version"), 3);
+  EXPECT_EQ(CountRows("PRAGMA user_version"), 4);
   EXPECT_EQ(CountRows("SELECT count(*) FROM server_rows"), 0) << "layout 3's table exists";
+  // Layout 4: the object index holds the pending revision only.
+  EXPECT_EQ(CountRows("SELECT count(*) FROM sqlite_schema WHERE name = 'revisions_object_idx'"), 0);
+  EXPECT_EQ(CountRows("SELECT count(*) FROM revisions INDEXED BY revisions_pending_object_idx "
+                      "WHERE synced = 0 AND object_type = 'team'"),
+            1);
   EXPECT_EQ(CountRows("SELECT count(*) FROM pragma_table_info('tasks') WHERE name IN "
                       "('is_archived', '_extra')"),
             2);
