@@ -210,6 +210,8 @@ absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
     PS_RETURN_IF_ERROR(store->RecordPushResults(outcomes));
     answer_ms.push_back(MsSince(a0));
 
+    // Another device's edits of random tasks, as the server sends them: the
+    // whole row, its created_at the one the task has (read here, untimed).
     std::vector<RemoteChange> changes(1000);
     for (int i = 0; i < 1000; ++i) {
       RemoteChange& c = changes[i];
@@ -217,9 +219,13 @@ absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
       c.event = ChangeEvent::kUpdate;
       c.object_id = ids[rng() % ids.size()];
       c.version = 20000000 + round * 1000 + i;
+      PS_ASSIGN_OR_RETURN(std::optional<JsonValue> local, store->Get("task", c.object_id));
+      const JsonValue* created = local.has_value() ? local->Find("created_at") : nullptr;
       c.new_record = absl::StrCat(
           R"({"id":")", c.object_id, R"(","team_id":")", kTeam, R"(","title":"remote )", i,
-          R"(","priority":2,"created_at":"2026-01-01T00:00:00+00:00","version":)", c.version,
+          R"(","priority":2,"created_at":")",
+          created != nullptr ? created->text() : "2026-01-01T00:00:00+00:00", R"(","version":)",
+          c.version,
           R"(,"updated_at":"2026-01-02T00:00:00+00:00","deleted":false,"recovered":false,)",
           R"("last_origin_id":"another-device","last_revision_id":null,)",
           R"("hlc":"001800000000000-0000000000-another-device"})");

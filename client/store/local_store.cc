@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -1169,11 +1170,14 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   RecordResult result;
   // Invariant 5: newer versions only.
   // Statements run per pulled row are prepared once (SqliteDb::Cached).
-  PS_ASSIGN_OR_RETURN(Statement * sel, db_.Cached(absl::StrCat("SELECT version FROM ", def->table,
-                                                               " WHERE id = ?")));
+  PS_ASSIGN_OR_RETURN(Statement * sel,
+                      db_.Cached(absl::StrCat("SELECT version, created_at FROM ", def->table,
+                                              " WHERE id = ?")));
   PS_RETURN_IF_ERROR(sel->BindText(1, id));
   PS_ASSIGN_OR_RETURN(bool exists, sel->Step());
   const int64_t local_version = exists ? sel->ColumnInt64(0) : 0;
+  const std::optional<std::string> local_created_at =
+      exists && !sel->IsNull(1) ? std::optional<std::string>(sel->ColumnText(1)) : std::nullopt;
   sel->Reset();
   result.local_version = local_version;
   if (exists && (local_version > version || (local_version == version && !same_version))) {
@@ -1251,6 +1255,14 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
       }
       if (col->name == "id" || col->name == "version") continue;
       if (exists && kept.count(col->name) > 0) continue;
+      // An UPDATE that assigns an indexed column rewrites its index entry
+      // even to the same value (SQLite goes by the columns assigned): an
+      // unchanged created_at, the key of <table>_created_idx, is left out,
+      // or every pulled edit would also write a random page of that index.
+      if (exists && col->name == "created_at" && m.second.is_string() &&
+          local_created_at == m.second.text()) {
+        continue;
+      }
       cols.push_back(col);
       values.push_back(&m.second);
     }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "client/store/payload_crypto.h"
 #include "client/store/sqlite.h"
@@ -517,6 +518,27 @@ TEST_F(LocalStoreTest, RemoteChangesInsertRowsRecordRevisionsAndSaveTheCursor) {
   EXPECT_EQ(s->skipped, 1);
   EXPECT_EQ(CountRows("SELECT count(*) FROM revisions"), 1);
   EXPECT_EQ(store_->GetSyncState()->cursor, "cursor-2");
+}
+
+// An unchanged created_at is left out of the UPDATE (it would rewrite the
+// created index's entry); a changed one is applied, and the index follows.
+TEST_F(LocalStoreTest, RemoteChangesApplyCreatedAtOnlyWhenItChanged) {
+  const std::string id = NewUuid();
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 5, "five")}, "c1").ok());
+  ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 6, "six")}, "c2").ok());
+  JsonValue row = MustGet("team", id);
+  EXPECT_EQ(row.Find("name")->text(), "six");
+  EXPECT_EQ(row.Find("created_at")->text(), "2024-01-01T00:00:00+00:00");
+  RemoteChange moved = TeamChange(id, 7, "seven");
+  absl::StrReplaceAll({{"2024-01-01T00:00:00+00:00", "2023-05-05T00:00:00+00:00"}},
+                      &moved.new_record);
+  ASSERT_TRUE(store_->ApplyRemoteChanges({moved}, "c3").ok());
+  row = MustGet("team", id);
+  EXPECT_EQ(row.Find("name")->text(), "seven");
+  EXPECT_EQ(row.Find("created_at")->text(), "2023-05-05T00:00:00+00:00");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM teams INDEXED BY teams_created_idx "
+                      "WHERE created_at = '2023-05-05T00:00:00+00:00'"),
+            1);
 }
 
 TEST_F(LocalStoreTest, RemoteChangesOlderThanTheLocalVersionAreSkipped) {
