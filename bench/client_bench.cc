@@ -211,27 +211,37 @@ absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
     answer_ms.push_back(MsSince(a0));
 
     // Another device's edits of random tasks, as the server sends them: the
-    // whole row, its created_at the one the task has (read here, untimed).
+    // whole row, its created_at the one the task has. Read untimed, on a
+    // connection of its own: through the store, the read would have put
+    // the very pages the pull then writes in the store's page cache.
     std::vector<RemoteChange> changes(1000);
+    sqlite3* raw = nullptr;
+    sqlite3_stmt* created = nullptr;
+    sqlite3_open(path.c_str(), &raw);
+    sqlite3_prepare_v2(raw, "SELECT created_at FROM tasks WHERE id = ?", -1, &created, nullptr);
     for (int i = 0; i < 1000; ++i) {
       RemoteChange& c = changes[i];
       c.object_type = "task";
       c.event = ChangeEvent::kUpdate;
       c.object_id = ids[rng() % ids.size()];
       c.version = 20000000 + round * 1000 + i;
-      PS_ASSIGN_OR_RETURN(std::optional<JsonValue> local, store->Get("task", c.object_id));
-      const JsonValue* created = local.has_value() ? local->Find("created_at") : nullptr;
+      sqlite3_bind_text(created, 1, c.object_id.c_str(), -1, SQLITE_TRANSIENT);
+      std::string created_at = "2026-01-01T00:00:00+00:00";
+      if (sqlite3_step(created) == SQLITE_ROW && sqlite3_column_text(created, 0) != nullptr) {
+        created_at = reinterpret_cast<const char*>(sqlite3_column_text(created, 0));
+      }
+      sqlite3_reset(created);
       c.new_record = absl::StrCat(
           R"({"id":")", c.object_id, R"(","team_id":")", kTeam, R"(","title":"remote )", i,
-          R"(","priority":2,"created_at":")",
-          created != nullptr ? created->text() : "2026-01-01T00:00:00+00:00", R"(","version":)",
-          c.version,
+          R"(","priority":2,"created_at":")", created_at, R"(","version":)", c.version,
           R"(,"updated_at":"2026-01-02T00:00:00+00:00","deleted":false,"recovered":false,)",
           R"("last_origin_id":"another-device","last_revision_id":null,)",
           R"("hlc":"001800000000000-0000000000-another-device"})");
       c.origin_id = "another-device";
       c.revision_id = NewTimeOrderedUuid();
     }
+    sqlite3_finalize(created);
+    sqlite3_close(raw);
     const auto p0 = Clock::now();
     PS_RETURN_IF_ERROR(store->ApplyRemoteChanges(changes, "").status());
     pull_ms.push_back(MsSince(p0));

@@ -1156,8 +1156,11 @@ int Scenario4(const std::string& url, const std::string& dir) {
           "SELECT position, schema_name, table_name, object_type, op, object_id::text, version, "
           "new_row::text, old_row::text, origin_id, revision_id::text, changed_at, team_id::text "
           "FROM pulsesync.change_log ORDER BY position DESC LIMIT ", rows));
+      if (r.size() != static_cast<size_t>(rows)) {
+        std::printf("  !! ceiling: read %zu rows, not %d; sample dropped\n", r.size(), rows);
+        continue;
+      }
       read_ms.push_back((NowNs() - t0) / 1e6);
-      if (r.size() != static_cast<size_t>(rows)) read_ms.back() = 0;
     }
   } catch (const std::exception& e) {
     std::printf("  !! ceiling: %s\n", e.what());

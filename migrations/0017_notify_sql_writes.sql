@@ -21,13 +21,22 @@
 -- happen one at a time. A database with many small concurrent SQL writers
 -- that prefers their commit rate to the feed's latency turns it off:
 --   ALTER DATABASE <db> SET pulsesync.notify_sql_writes = 'off';
--- (new sessions; the hubs' poll then finds those writes, as before).
+-- ('off', 'false', '0' or 'no', any case; new sessions; the hubs' poll
+-- then finds those writes, as before). The lock is the cluster's: while
+-- such a transaction commits, other notifying ones wait, pulsesyncd's
+-- NOTIFY after an apply among them (its own short transaction, after the
+-- client has its answer).
+--
+-- The channel is pulsesync_feed, the default of FeedHubOptions and
+-- SyncServiceOptions::notify_channel; a server built with another channel
+-- would find these writes by its poll only.
 
 CREATE FUNCTION pulsesync.notify_sql_writes() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pulsesync AS $$
 BEGIN
   IF pulsesync.writing_revision() IS NULL
-     AND coalesce(current_setting('pulsesync.notify_sql_writes', true), '') <> 'off' THEN
+     AND lower(coalesce(current_setting('pulsesync.notify_sql_writes', true), ''))
+         NOT IN ('off', 'false', '0', 'no') THEN
     -- The channel of FeedHubOptions::notify_channel and
     -- SyncServiceOptions::notify_channel.
     PERFORM pg_notify('pulsesync_feed', '');

@@ -525,10 +525,16 @@ TEST_F(LocalStoreTest, RemoteChangesInsertRowsRecordRevisionsAndSaveTheCursor) {
 TEST_F(LocalStoreTest, RemoteChangesApplyCreatedAtOnlyWhenItChanged) {
   const std::string id = NewUuid();
   ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 5, "five")}, "c1").ok());
+  // Counts the UPDATEs that assign created_at (as index maintenance goes).
+  ASSERT_TRUE(Raw().Exec("CREATE TABLE created_at_updates (n INTEGER);"
+                         "CREATE TRIGGER count_created_at AFTER UPDATE OF created_at ON teams "
+                         "BEGIN INSERT INTO created_at_updates VALUES (1); END;")
+                  .ok());
   ASSERT_TRUE(store_->ApplyRemoteChanges({TeamChange(id, 6, "six")}, "c2").ok());
   JsonValue row = MustGet("team", id);
   EXPECT_EQ(row.Find("name")->text(), "six");
   EXPECT_EQ(row.Find("created_at")->text(), "2024-01-01T00:00:00+00:00");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM created_at_updates"), 0);
   RemoteChange moved = TeamChange(id, 7, "seven");
   absl::StrReplaceAll({{"2024-01-01T00:00:00+00:00", "2023-05-05T00:00:00+00:00"}},
                       &moved.new_record);
@@ -536,6 +542,7 @@ TEST_F(LocalStoreTest, RemoteChangesApplyCreatedAtOnlyWhenItChanged) {
   row = MustGet("team", id);
   EXPECT_EQ(row.Find("name")->text(), "seven");
   EXPECT_EQ(row.Find("created_at")->text(), "2023-05-05T00:00:00+00:00");
+  EXPECT_EQ(CountRows("SELECT count(*) FROM created_at_updates"), 1);
   EXPECT_EQ(CountRows("SELECT count(*) FROM teams INDEXED BY teams_created_idx "
                       "WHERE created_at = '2023-05-05T00:00:00+00:00'"),
             1);

@@ -129,19 +129,23 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 // client's stayed in its TCP connect until gRPC's 20 s connect timeout, and
 // pushes failed for up to 58 s after a replica came back
 // (grpc/grpc#28866 reports the same lost events). After a call fails with
-// UNAVAILABLE, this thread waits on the channel's state, which polls it,
-// until the channel is READY or kWatchFor has passed since the last
-// failure; calls still fail fast meanwhile.
+// UNAVAILABLE, a thread waits on the channel's state, which polls it, until
+// the channel is READY or kWatchFor has passed since the last failure, and
+// then ends; calls still fail fast meanwhile.
 class ReconnectWatcher {
  public:
   explicit ReconnectWatcher(std::shared_ptr<grpc::Channel> channel)
       : channel_(std::move(channel)) {}
   ~ReconnectWatcher() {
+    std::thread watching;
     {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
+      watching = std::move(thread_);
     }
-    if (thread_.joinable()) thread_.join();  // within one kSlice
+    // Not under mu_: a running thread takes it to see stopping_ (within one
+    // kSlice).
+    if (watching.joinable()) watching.join();
   }
   ReconnectWatcher(const ReconnectWatcher&) = delete;
   ReconnectWatcher& operator=(const ReconnectWatcher&) = delete;
@@ -150,7 +154,12 @@ class ReconnectWatcher {
   void Watch() {
     absl::MutexLock lock(&mu_);
     until_ = absl::Now() + kWatchFor;
-    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+    if (running_ || stopping_) return;
+    // A thread that ended: it cleared running_ under mu_ and then only
+    // returns, so it can be joined while holding mu_.
+    if (thread_.joinable()) thread_.join();
+    running_ = true;
+    thread_ = std::thread([this] { Run(); });
   }
 
  private:
@@ -165,11 +174,10 @@ class ReconnectWatcher {
       absl::Time until;
       {
         absl::MutexLock lock(&mu_);
-        auto armed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_ || until_ > absl::Now();
-        };
-        mu_.Await(absl::Condition(&armed));
-        if (stopping_) return;
+        if (stopping_ || absl::Now() >= until_) {
+          running_ = false;
+          return;
+        }
         until = until_;
       }
       // try_to_connect: an IDLE channel starts connecting.
@@ -188,7 +196,8 @@ class ReconnectWatcher {
   absl::Mutex mu_;
   absl::Time until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // started by the first Watch()
+  bool running_ ABSL_GUARDED_BY(mu_) = false;  // a thread is watching
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

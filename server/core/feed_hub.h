@@ -97,6 +97,8 @@ struct FeedHubOptions {
   uint32_t page_limit = 1000;
   size_t max_batches = 1024;   // ring bounds: whichever is reached first
   size_t max_events = 200000;
+  // Also the channel migration 0017's trigger notifies for writes made
+  // with SQL: with another one, those are found by the poll only.
   std::string notify_channel = "pulsesync_feed";
   // Log rows older than this are compacted (deleted) by the hub, checked
   // every compaction_interval; zero keeps the log forever.

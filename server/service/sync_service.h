@@ -34,6 +34,8 @@ struct SyncServiceOptions {
   // After a batch applied something: NOTIFY the feed channel, so that every
   // replica's hub polls now rather than at its next interval.
   bool notify_after_apply = true;
+  // Also the channel migration 0017's trigger notifies for writes made
+  // with SQL: with another one, those are found by the poll only.
   std::string notify_channel = "pulsesync_feed";
   int max_concurrent_snapshots = 2;  // each holds a worker for its whole read
   PrincipalLimitOptions principal_limits;

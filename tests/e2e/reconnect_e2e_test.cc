@@ -8,6 +8,7 @@
 // case where nothing but the transport itself would poll it, which the soak
 // met under load (pushes failing for up to 58 s after a replica restart)
 // with the poller's 5 s period.
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ using ::pulsesync::testing::WaitFor;
 class ReconnectE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Also set by ctest (tests/CMakeLists.txt); here for a binary run by
+    // hand. gRPC reads it when first initialised, after this.
+    setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "0", 1);
     PS_REQUIRE_POSTGRES();
     ASSERT_OK_AND_ASSIGN(db_, TestDatabase::Create());
     dir_ = testing::MakeTempDir("reconnect");
