@@ -16,16 +16,15 @@
 -- identical notifications into one, delivered at its commit, so a
 -- transaction of any size wakes each hub once.
 --
--- The cost falls on those SQL transactions only: a transaction that sent
--- NOTIFY holds a cluster-wide lock through its commit, so such commits
--- happen one at a time. A database with many small concurrent SQL writers
--- that prefers their commit rate to the feed's latency turns it off:
+-- The cost: a transaction that sent NOTIFY holds a cluster-wide lock
+-- through its commit, so notifying commits happen one at a time: these SQL
+-- transactions, and pulsesyncd's own short NOTIFY transactions after an
+-- apply (which come after the client has its answer, so no push waits). A
+-- database with many small concurrent SQL writers that prefers their
+-- commit rate to the feed's latency turns it off:
 --   ALTER DATABASE <db> SET pulsesync.notify_sql_writes = 'off';
 -- ('off', 'false', '0' or 'no', any case; new sessions; the hubs' poll
--- then finds those writes, as before). The lock is the cluster's: while
--- such a transaction commits, other notifying ones wait, pulsesyncd's
--- NOTIFY after an apply among them (its own short transaction, after the
--- client has its answer).
+-- then finds those writes, as before).
 --
 -- The channel is pulsesync_feed, the default of FeedHubOptions and
 -- SyncServiceOptions::notify_channel; a server built with another channel
