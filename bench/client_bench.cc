@@ -246,14 +246,10 @@ absl::StatusOr<ClientCost> MeasureClient(const std::string& path, int rows) {
     PS_RETURN_IF_ERROR(store->ApplyRemoteChanges(changes, "").status());
     pull_ms.push_back(MsSince(p0));
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
   ClientCost cost;
-  cost.write_ms = median(write_ms);
-  cost.answer_ms = median(answer_ms);
-  cost.pull_ms = median(pull_ms);
+  cost.write_ms = bench::Median(write_ms);
+  cost.answer_ms = bench::Median(answer_ms);
+  cost.pull_ms = bench::Median(pull_ms);
   return cost;
 }
 

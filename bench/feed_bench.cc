@@ -124,6 +124,13 @@ void Progress(const std::string& line) {
   std::fflush(stdout);
 }
 
+// Repeated measurements as "12, 15, 11" (whole numbers).
+std::string Runs(const std::vector<double>& v) {
+  return absl::StrJoin(v, ", ", [](std::string* out, double x) {
+    absl::StrAppend(out, absl::StrFormat("%.0f", x));
+  });
+}
+
 std::string Human(double v) {
   char buf[32];
   if (v >= 1e6) {
@@ -1048,22 +1055,14 @@ int Scenario3(const std::string& url, const std::string& dir) {
       PrintLogProblems("pulsesyncd " + name, *server);
     }
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
-  };
-  const double m_on = median(on), m_off = median(off);
+  const double m_on = bench::Median(on), m_off = bench::Median(off);
 
   std::printf("-- Scenario 3 results\n");
   std::printf("  (a) ApplyRevisions throughput through gRPC (rows/s):\n");
   std::printf("  %-44s %10.0f rows/s  (runs: %s)\n", "--feed_notify=true (NOTIFY after each batch)",
-              m_on, absl::StrJoin(on, ", ", [](std::string* o, double v) {
-                absl::StrAppend(o, absl::StrFormat("%.0f", v));
-              }).c_str());
+              m_on, Runs(on).c_str());
   std::printf("  %-44s %10.0f rows/s  (runs: %s)\n", "--feed_notify=false", m_off,
-              absl::StrJoin(off, ", ", [](std::string* o, double v) {
-                absl::StrAppend(o, absl::StrFormat("%.0f", v));
-              }).c_str());
+              Runs(off).c_str());
   std::printf("  %-44s %+9.1f%%   (median on vs median off; negative = NOTIFY costs)\n",
               "NOTIFY's effect on throughput", m_off > 0 ? 100 * (m_on - m_off) / m_off : 0.0);
   std::printf("  (b) write-sent -> event-received latency, %d writes/s:\n", rate);
@@ -1165,32 +1164,22 @@ int Scenario4(const std::string& url, const std::string& dir) {
   } catch (const std::exception& e) {
     std::printf("  !! ceiling: %s\n", e.what());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
   const double worst = *std::max_element(all_ms.begin(), all_ms.end());
   std::printf("-- Scenario 4 results\n");
   std::printf("  %-44s %.0f ms median (runs: %s)\n", "the transaction itself",
-              median(commit_ms), absl::StrJoin(commit_ms, ", ", [](std::string* o, double v) {
-                absl::StrAppend(o, absl::StrFormat("%.0f", v));
-              }).c_str());
+              bench::Median(commit_ms), Runs(commit_ms).c_str());
   std::printf("  %-44s %.0f ms median (runs: %s)\n", "commit -> first row at a follower",
-              median(first_ms), absl::StrJoin(first_ms, ", ", [](std::string* o, double v) {
-                absl::StrAppend(o, absl::StrFormat("%.0f", v));
-              }).c_str());
+              bench::Median(first_ms), Runs(first_ms).c_str());
   std::printf("  %-44s %.0f ms median, %.0f ms worst (runs: %s)\n",
-              "commit -> all rows at every follower", median(all_ms), worst,
-              absl::StrJoin(all_ms, ", ", [](std::string* o, double v) {
-                absl::StrAppend(o, absl::StrFormat("%.0f", v));
-              }).c_str());
-  std::printf("  %-44s %.0f ms median\n", "ceiling: the rows read by one SELECT", median(read_ms));
+              "commit -> all rows at every follower", bench::Median(all_ms), worst,
+              Runs(all_ms).c_str());
+  std::printf("  %-44s %.0f ms median\n", "ceiling: the rows read by one SELECT", bench::Median(read_ms));
   std::printf("  %-44s Rocicorp Zero 1.9, a 10,000-row transaction at a client: 3.8-4.9 s\n",
               "reference");
   bench::PrintFigure(absl::StrCat("feed: a ", rows, "-row SQL transaction, commit -> all at ",
                                   followers == 1 ? "a follower" : absl::StrCat(followers, " followers"),
                                   ", worst of ", rounds, " (vs one SELECT of its log rows)"),
-                     worst / 1000, "s", median(read_ms) / 1000, "<=0.5");
+                     worst / 1000, "s", bench::Median(read_ms) / 1000, "<=0.5");
   std::fflush(stdout);
   return 0;
 }

@@ -12,8 +12,18 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace pulsesync::bench {
+
+// The median of `v` (the upper one of an even count; 0 when empty): what
+// the benchmarks report of repeated measurements, so that one sample that
+// met a checkpoint or a neighbour's burst does not stand for all.
+inline double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
 
 inline void PrintFigure(const std::string& name, double value, const std::string& unit,
                         double ceiling, const std::string& goal) {

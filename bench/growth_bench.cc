@@ -169,11 +169,9 @@ absl::StatusOr<ServerCost> MeasureServer(const std::string& url, int batches, in
     follow_ms.push_back(MsSince(f0));
     follow_cursor = followed.next_cursor;
   }
-  std::sort(batch_ms.begin(), batch_ms.end());
-  std::sort(follow_ms.begin(), follow_ms.end());
   ServerCost cost;
-  cost.apply_ms_per_batch = batch_ms[batch_ms.size() / 2];
-  cost.follow_ms_per_batch = follow_ms[follow_ms.size() / 2];
+  cost.apply_ms_per_batch = bench::Median(batch_ms);
+  cost.follow_ms_per_batch = bench::Median(follow_ms);
 
   const auto p0 = Clock::now();
   size_t changes = 0;

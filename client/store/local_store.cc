@@ -66,6 +66,12 @@ std::string ColumnDdl(const ColumnDef& c) {
   return col;
 }
 
+// The one column of a synced table indexed besides its id (TableDdl's
+// <table>_created_idx). An UPDATE that assigns it rewrites that index's
+// entry even to the same value (SQLite goes by the columns assigned), so a
+// pulled row leaves it out when unchanged (ApplyRecord).
+constexpr char kIndexedColumn[] = "created_at";
+
 std::string TableDdl(const ObjectTypeDef& def) {
   std::vector<std::string> cols;
   for (const ColumnDef& c : def.columns) {
@@ -76,8 +82,8 @@ std::string TableDdl(const ObjectTypeDef& def) {
   cols.push_back(absl::StrCat(kExtraColumn, " TEXT"));
   // No foreign keys: remote changes may arrive in any order.
   return absl::StrCat("CREATE TABLE ", def.table, " (\n  ", absl::StrJoin(cols, ",\n  "),
-                      "\n);\nCREATE INDEX ", def.table, "_created_idx ON ", def.table,
-                      " (created_at, id);\n");
+                      "\n);\nCREATE INDEX ", def.table, "_created_idx ON ", def.table, " (",
+                      kIndexedColumn, ", id);\n");
 }
 
 constexpr absl::string_view kSyncTablesDdl = R"sql(
@@ -1171,12 +1177,12 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
   // Invariant 5: newer versions only.
   // Statements run per pulled row are prepared once (SqliteDb::Cached).
   PS_ASSIGN_OR_RETURN(Statement * sel,
-                      db_.Cached(absl::StrCat("SELECT version, created_at FROM ", def->table,
-                                              " WHERE id = ?")));
+                      db_.Cached(absl::StrCat("SELECT version, ", kIndexedColumn, " FROM ",
+                                              def->table, " WHERE id = ?")));
   PS_RETURN_IF_ERROR(sel->BindText(1, id));
   PS_ASSIGN_OR_RETURN(bool exists, sel->Step());
   const int64_t local_version = exists ? sel->ColumnInt64(0) : 0;
-  const std::optional<std::string> local_created_at =
+  const std::optional<std::string> local_indexed =
       exists && !sel->IsNull(1) ? std::optional<std::string>(sel->ColumnText(1)) : std::nullopt;
   sel->Reset();
   result.local_version = local_version;
@@ -1255,12 +1261,10 @@ absl::StatusOr<LocalStore::RecordResult> LocalStore::ApplyRecord(const ObjectTyp
       }
       if (col->name == "id" || col->name == "version") continue;
       if (exists && kept.count(col->name) > 0) continue;
-      // An UPDATE that assigns an indexed column rewrites its index entry
-      // even to the same value (SQLite goes by the columns assigned): an
-      // unchanged created_at, the key of <table>_created_idx, is left out,
-      // or every pulled edit would also write a random page of that index.
-      if (exists && col->name == "created_at" && m.second.is_string() &&
-          local_created_at == m.second.text()) {
+      // Unchanged, the indexed column is left out: assigned, every pulled
+      // edit would also write a random page of its index.
+      if (exists && col->name == kIndexedColumn && m.second.is_string() &&
+          local_indexed == m.second.text()) {
         continue;
       }
       cols.push_back(col);
