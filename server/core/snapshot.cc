@@ -26,6 +26,39 @@ std::string UuidArray(const absl::flat_hash_set<std::string>& ids) {
 
 }  // namespace
 
+std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
+                            SnapshotScope scope, bool include_deleted, bool first_page) {
+  // Keyset pages by id; the first page includes the smallest UUID.
+  const char* after = first_page ? " >= $1::uuid" : " > $1::uuid";
+  const char* live = include_deleted ? "" : " AND NOT t.deleted";
+  auto record = [](absl::string_view row) {
+    return absl::StrCat("(to_jsonb(", row, ") - pulsesync.internal_columns())::text");
+  };
+  if (scope == SnapshotScope::kTeams) {
+    // Each team's first rows after $1, by the (team column, id) index
+    // (migration 0018), merged: a page reads at most (teams x page) rows
+    // whatever the table's size, where a walk of the primary key filtered
+    // by team read every other team's rows too. The rows become JSON after
+    // the merge, only the page's.
+    return absl::StrCat(
+        "SELECT (p.r).id::text, ", record("p.r"),
+        " FROM (SELECT x.r FROM (SELECT DISTINCT team FROM unnest($3::uuid[]) team) s"
+        " CROSS JOIN LATERAL (SELECT t AS r FROM ", qualified_table, " t WHERE t.", team_column,
+        " = s.team AND t.id", after, live, " ORDER BY t.id LIMIT $2) x",
+        " ORDER BY (x.r).id LIMIT $2) p ORDER BY (p.r).id");
+  }
+  std::string filter = live;
+  if (scope == SnapshotScope::kConflicts) {
+    filter +=
+        " AND (t.team_id = ANY($3::uuid[]) OR (t.team_id IS NULL AND t.user_id = ANY($4::uuid[])))";
+  } else if (scope == SnapshotScope::kUsers) {
+    filter += " AND t.id = ANY($3::uuid[])";
+  }
+  return absl::StrCat("SELECT t.id::text, ", record("t"),
+                      " FROM ", qualified_table, " t WHERE t.id", after, filter,
+                      " ORDER BY t.id LIMIT $2");
+}
+
 absl::StatusOr<std::string> ReadSnapshot(
     PgSession& session, const SnapshotOptions& options,
     const std::function<absl::Status(SnapshotChunk)>& emit) {
@@ -68,37 +101,27 @@ absl::StatusOr<std::string> ReadSnapshot(
         const std::string users = UuidArray(options.visible_users);
         const int64_t limit = options.rows_per_chunk == 0 ? 500 : options.rows_per_chunk;
         for (const TableInfo* t : chosen) {
-          std::string filter;
-          if (!options.include_deleted) filter += " AND NOT t.deleted";
           // Team tables by team; the users table by who the caller may see.
-          const bool by_team = options.restricted && !t->team_column.empty();
-          const bool by_user = options.restricted && t->team_column.empty() &&
-                               t->object_type == "user";
-          const bool scoped = by_team || by_user;
-          // Conflict records of users rows (no team): by who sees the row.
-          const bool conflicts = by_team && t->object_type == "conflict";
-          if (conflicts) {
-            absl::StrAppend(&filter, " AND (t.team_id = ANY($3::uuid[]) OR (t.team_id IS NULL",
-                            " AND t.user_id = ANY($4::uuid[])))");
-          } else if (by_team) {
-            absl::StrAppend(&filter, " AND t.", t->team_column, " = ANY($3::uuid[])");
+          SnapshotScope scope = SnapshotScope::kAll;
+          if (options.restricted && !t->team_column.empty()) {
+            // Conflict records of users rows (no team): by who sees the row.
+            scope = t->object_type == "conflict" ? SnapshotScope::kConflicts
+                                                 : SnapshotScope::kTeams;
+          } else if (options.restricted && t->object_type == "user") {
+            scope = SnapshotScope::kUsers;
           }
-          if (by_user) absl::StrAppend(&filter, " AND t.id = ANY($3::uuid[])");
-          const std::string& ids = by_user ? users : teams;
-          // Keyset pages by id; the first page includes the smallest UUID.
-          auto sql = [&](const char* op) {
-            return absl::StrCat("SELECT t.id::text, (to_jsonb(t) - pulsesync.internal_columns())::text FROM ", t->qualified,
-                                " t WHERE t.id ", op, " $1::uuid", filter,
-                                " ORDER BY t.id LIMIT $2");
-          };
-          const std::string first_sql = sql(">="), next_sql = sql(">");
+          const std::string first_sql = SnapshotPageSql(t->qualified, t->team_column, scope,
+                                                        options.include_deleted, true);
+          const std::string next_sql = SnapshotPageSql(t->qualified, t->team_column, scope,
+                                                       options.include_deleted, false);
+          const std::string& ids = scope == SnapshotScope::kUsers ? users : teams;
           std::string after = "00000000-0000-0000-0000-000000000000";
           for (bool first = true;; first = false) {
             const std::string& q = first ? first_sql : next_sql;
             const pqxx::result rows =
-                conflicts ? tx.exec_params(q, after, limit, teams, users)
-                : scoped  ? tx.exec_params(q, after, limit, ids)
-                          : tx.exec_params(q, after, limit);
+                scope == SnapshotScope::kConflicts ? tx.exec_params(q, after, limit, teams, users)
+                : scope != SnapshotScope::kAll     ? tx.exec_params(q, after, limit, ids)
+                                                   : tx.exec_params(q, after, limit);
             if (rows.empty()) break;
             SnapshotChunk chunk{t->name, t->object_type, {}};
             chunk.records.reserve(rows.size());

@@ -42,6 +42,23 @@ struct SnapshotChunk {
   std::vector<std::string> records;  // JSON objects
 };
 
+// Which rows of a table one snapshot page reads; the page's parameters are
+// $1 the last id of the previous page (uuid), $2 the page's size, and, when
+// scoped, $3 the teams (kTeams, kConflicts) or users (kUsers) as uuid[] and
+// $4 the users (kConflicts).
+enum class SnapshotScope {
+  kAll,        // every row
+  kTeams,      // rows whose team column is one of $3
+  kUsers,      // the users table: rows whose id is one of $3
+  kConflicts,  // conflict records: of a team in $3, or of no team and a user in $4
+};
+
+// The SQL of one page of `qualified_table` (regclass text, safe to splice)
+// as ReadSnapshot runs it; `team_column` quoted, for kTeams. Exposed for
+// tests that EXPLAIN it.
+std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
+                            SnapshotScope scope, bool include_deleted, bool first_page);
+
 // Calls `emit` for each chunk, in table then id order (it may block: that
 // is the stream's flow control; returning an error aborts the read), and
 // returns the cursor the rows are consistent with. kInvalidArgument names
