@@ -13,6 +13,10 @@
 //           own session, as the feed hub reads, ms for the median read
 //   pull    the changes those batches made, read with ReadChanges from the
 //           cursor before them, pages of 1,000, ms per 1,000 changes
+//   member  a member's snapshot of tasks (ReadSnapshot restricted to 2 of
+//           the 100 teams the tasks are spread over; pages of 500), ms per
+//           1,000 rows, median of 5; at the larger size also in rows/s
+//           beside one SELECT of the same rows in id order (the ceiling)
 // at --server_rows / 10 and at --server_rows tasks, each with a change-log
 // row, as if every task had been written through the engine.
 // The client's side (SQLite at 10k and 100k rows) is in client_bench.
@@ -31,12 +35,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "bench/figures.h"
 #include "common/status_macros.h"
 #include "common/uuid.h"
 #include "server/core/change_feed.h"
 #include "server/core/cursor.h"
 #include "server/core/revision_applier.h"
+#include "server/core/snapshot.h"
 #include "server/storage/pg_session.h"
 #include "tests/testing/test_database.h"
 
@@ -47,7 +53,15 @@ namespace pulsesync {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr char kTeam[] = "10000000-0000-4000-8000-000000000001";
+constexpr char kTeam[] = "10000000-0000-4000-8000-000000000001";  // the applies'
+// The tasks are spread over 100 teams, 10000000-0000-4000-8000-000000000001
+// to ...064 (hex); the member's are the last two.
+constexpr char kTeams[] =
+    "('10000000-0000-4000-8000-' || lpad(to_hex(%s), 12, '0'))::uuid";
+constexpr char kMemberTeam1[] = "10000000-0000-4000-8000-000000000063";
+constexpr char kMemberTeam2[] = "10000000-0000-4000-8000-000000000064";
+
+std::string TeamOf(const std::string& n) { return absl::StrReplaceAll(kTeams, {{"%s", n}}); }
 
 std::string Rows(int n) {
   return n >= 1000000 && n % 1000000 == 0 ? absl::StrCat(n / 1000000, "M")
@@ -62,6 +76,9 @@ struct ServerCost {
   double apply_ms_per_batch = 0;
   double pull_ms_per_1000 = 0;
   double follow_ms_per_batch = 0;
+  double member_ms_per_1000 = 0;
+  double member_rows_per_s = 0;
+  double member_select_rows_per_s = 0;  // one SELECT of the same rows
 };
 
 // Grows `tasks` (and the change log) to `rows`, set-based: the rows and log
@@ -75,7 +92,7 @@ bool GrowServer(const std::string& url, int rows) {
     tx.exec("SET LOCAL session_replication_role = replica");
     tx.exec(absl::StrCat(
         "WITH t AS (INSERT INTO tasks (id, team_id, title, description, priority, version) "
-        "SELECT gen_random_uuid(), '", kTeam, "', 'task ' || g, 'bulk row', g % 5, "
+        "SELECT gen_random_uuid(), ", TeamOf("1 + g % 100"), ", 'task ' || g, 'bulk row', g % 5, "
         "nextval('pulsesync.version_seq') FROM generate_series(", have + 1, ", ", rows,
         ") g RETURNING *) "
         "INSERT INTO pulsesync.change_log (schema_name, table_name, object_type, object_id, "
@@ -182,6 +199,41 @@ absl::StatusOr<ServerCost> MeasureServer(const std::string& url, int batches, in
     if (!page.has_more) break;
   }
   cost.pull_ms_per_1000 = changes > 0 ? MsSince(p0) * 1000.0 / changes : 0;
+
+  SnapshotOptions member;
+  member.tables = {"task"};
+  member.restricted = true;
+  member.teams = {kMemberTeam1, kMemberTeam2};
+  const std::string select_member = absl::StrCat(
+      "SELECT count(*), sum(length(r)) FROM (SELECT (to_jsonb(t) - "
+      "pulsesync.internal_columns())::text r FROM tasks t WHERE t.team_id IN ('",
+      kMemberTeam1, "', '", kMemberTeam2, "') AND NOT t.deleted ORDER BY t.id) s");
+  std::vector<double> snapshot_ms, select_ms;
+  size_t rows = 0;
+  for (int i = 0; i < 5; ++i) {
+    rows = 0;
+    const auto s0 = Clock::now();
+    PS_RETURN_IF_ERROR(ReadSnapshot(session, member, [&](SnapshotChunk chunk) {
+                         rows += chunk.records.size();
+                         return absl::OkStatus();
+                       }).status());
+    snapshot_ms.push_back(MsSince(s0));
+    const auto q0 = Clock::now();
+    int64_t selected = 0;
+    PS_RETURN_IF_ERROR(
+        session.RunTransaction(TxMode::kRepeatableReadOnly, [&](pqxx::transaction_base& tx) {
+          selected = tx.exec1(select_member)[0].as<int64_t>();
+          return absl::OkStatus();
+        }));
+    select_ms.push_back(MsSince(q0));
+    if (rows == 0 || static_cast<int64_t>(rows) != selected) {
+      return absl::InternalError(
+          absl::StrCat("the member's snapshot held ", rows, " tasks; SQL says ", selected));
+    }
+  }
+  cost.member_ms_per_1000 = bench::Median(snapshot_ms) * 1000.0 / rows;
+  cost.member_rows_per_s = rows * 1000.0 / bench::Median(snapshot_ms);
+  cost.member_select_rows_per_s = rows * 1000.0 / bench::Median(select_ms);
   return cost;
 }
 
@@ -200,8 +252,8 @@ int Main() {
       return 1;
     }
     const std::string url = (*db)->url();
-    if (!(*db)->Execute(
-                  absl::StrCat("INSERT INTO teams (id, name) VALUES ('", kTeam, "', 'growth')"))
+    if (!(*db)->Execute(absl::StrCat("INSERT INTO teams (id, name) SELECT ", TeamOf("g"),
+                                     ", 'growth ' || g FROM generate_series(1, 100) g"))
              .ok()) {
       return 1;
     }
@@ -227,6 +279,14 @@ int Main() {
                s10.pull_ms_per_1000, server_big);
     growth.Add("server: follow the log, a batch's 100 changes (median)", s1.follow_ms_per_batch,
                server_small, s10.follow_ms_per_batch, server_big);
+    growth.Add("server: a member's snapshot (2 of 100 teams), per 1,000 rows",
+               s1.member_ms_per_1000, server_small, s10.member_ms_per_1000, server_big);
+    std::printf("  %-52s %9.0f rows/s, one SELECT of them %.0f rows/s\n",
+                absl::StrCat("a member's snapshot at ", server_big).c_str(), s10.member_rows_per_s,
+                s10.member_select_rows_per_s);
+    bench::PrintFigure(absl::StrCat("server: a member's snapshot, 2 of 100 teams, at ", server_big,
+                                    " (vs one SELECT of the same rows)"),
+                       s10.member_rows_per_s, "rows/s", s10.member_select_rows_per_s, "");
   }
   growth.Worst("growth: worst server cost ratio, 10x the data (1 = no growth)");
   return 0;
