@@ -52,7 +52,6 @@
 
 ABSL_FLAG(int, writes, 2000, "local writes timed one by one");
 ABSL_FLAG(int, pending, 10000, "pending revisions pushed at once");
-ABSL_FLAG(int, push_batch, 0, "TEMP");
 ABSL_FLAG(int, batched_writes, 50000, "local writes made through LocalStore::Apply");
 ABSL_FLAG(int, batch, 1000, "writes per LocalStore::Apply call");
 ABSL_FLAG(int, growth_rows, 100000, "client rows at the larger size of the growth figures (0: skip)");
@@ -356,8 +355,7 @@ int Main() {
     if (!(*store)->Create("task", fields).ok()) return 1;
   }
   std::unique_ptr<GrpcTransport> transport = GrpcTransport::Create(server.address());
-  SyncEngineOptions popts; if (absl::GetFlag(FLAGS_push_batch) > 0) popts.push_batch_size = absl::GetFlag(FLAGS_push_batch);
-  SyncEngine engine(store->get(), transport.get(), popts);
+  SyncEngine engine(store->get(), transport.get());
   const auto t0 = Clock::now();
   absl::StatusOr<PushSummary> pushed = engine.Push();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();

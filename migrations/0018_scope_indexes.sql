@@ -1,22 +1,24 @@
 -- Indexes that the query plans showed missing (docs/PERFORMANCE.md,
 -- "Indexes"; issue 7).
 --
--- 1. A member's snapshot read every row of a team table. ReadSnapshot pages
+-- 1. A member's snapshot read every row of a team table. ReadSnapshot paged
 --    a restricted caller's rows with `team_id = ANY(their teams) AND id > $1
---    ORDER BY id LIMIT n`. With an index on team_id alone, PostgreSQL walked
+--    ORDER BY id LIMIT n`; with an index on team_id alone, PostgreSQL walked
 --    the primary key and filtered: a member of 2 teams out of 100 made each
 --    page of 500 read about 25,000 rows, and the whole snapshot read the
 --    whole table (1M tasks: 0.4 s a page). An index on (team column, id)
---    gives each team's rows in id order; the snapshot now takes the first
---    rows of each of the caller's teams and merges them (snapshot.cc), so a
---    page reads at most (teams x page) index entries, whatever the table's
---    size. The index replaces the single-column tasks_team_idx,
---    projects_team_idx (0003) and conflicts_team_idx (0006), whose lookups
---    (the teams' ON DELETE CASCADE, Row Level Security by team) it serves
---    as well: those tables keep one index led by the team column, not two.
+--    gives each team's rows in id order, and the snapshot now merges its
+--    teams' rows by it (server/core/snapshot.cc): a page reads its own rows
+--    and one more per team, whatever the table's size. The index replaces
+--    the single-column tasks_team_idx, projects_team_idx (0003) and
+--    conflicts_team_idx (0006), whose lookups (the teams' ON DELETE
+--    CASCADE, Row Level Security by team) it serves as well: those tables
+--    keep one index led by the team column, not two.
 --
 --    Every synced table with a team column gets it (not `teams`, whose team
 --    column is its id), now and when register_table registers one later.
+--    Any valid btree index led by (team column, id) counts, whatever its
+--    name: one built beforehand is kept.
 --
 -- 2. tasks.assignee_id references users ON DELETE SET NULL without an
 --    index: deleting a user scanned every task. The spec's "user_id"
@@ -26,43 +28,43 @@
 --
 -- Building an index locks its table against writes while it builds (about
 -- 1.3 s for 1M tasks on 2 cores); the migration runs in one transaction
--- like the others. On a large database, build them beforehand with
--- CREATE INDEX CONCURRENTLY under these names, and this migration keeps
--- them.
+-- like the others. On a large database, build them beforehand with CREATE
+-- INDEX CONCURRENTLY (any name for 1; tasks_assignee_idx and
+-- origins_user_idx for 2 and 3), and this migration keeps them.
+
+-- Whether `tbl` has a valid plain btree index led by (team_column, id).
+CREATE FUNCTION pulsesync.has_scope_index(tbl regclass, team_column name)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (
+    SELECT 1 FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = c.relam
+    JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
+    JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+    WHERE i.indrelid = tbl AND am.amname = 'btree' AND i.indisvalid AND i.indnkeyatts >= 2
+      AND a0.attname = team_column AND a1.attname = 'id'
+      AND i.indpred IS NULL AND i.indexprs IS NULL)
+$$;
 
 CREATE FUNCTION pulsesync.ensure_scope_index(tbl regclass, team_column name)
 RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-  team_att smallint;
-  id_att smallint;
 BEGIN
-  IF team_column IS NULL OR team_column = 'id' THEN
+  IF team_column IS NULL OR team_column = 'id'
+     OR NOT EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = tbl AND attname = team_column AND NOT attisdropped)
+     OR pulsesync.has_scope_index(tbl, team_column) THEN
     RETURN;
   END IF;
-  SELECT attnum INTO team_att FROM pg_attribute
-  WHERE attrelid = tbl AND attname = team_column AND NOT attisdropped;
-  SELECT attnum INTO id_att FROM pg_attribute
-  WHERE attrelid = tbl AND attname = 'id' AND NOT attisdropped;
-  IF team_att IS NULL OR id_att IS NULL THEN
-    RETURN;
-  END IF;
-  -- Any valid btree index led by (team column, id) serves, whatever its name.
-  IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             JOIN pg_am am ON am.oid = c.relam
-             WHERE i.indrelid = tbl AND am.amname = 'btree' AND i.indisvalid
-               AND i.indnkeyatts >= 2 AND i.indkey[0] = team_att AND i.indkey[1] = id_att
-               AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
-    RETURN;
-  END IF;
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (%I, id)',
-                 left(format('%s_%s_id_idx', (SELECT relname FROM pg_class WHERE oid = tbl),
-                             team_column), 63),
-                 tbl, team_column);
+  -- Unnamed: PostgreSQL names it <table>_<column>_id_idx, shortened and
+  -- made unique as needed.
+  EXECUTE format('CREATE INDEX ON %s (%I, id)', tbl, team_column);
 END
 $$;
 
--- register_table (0014) keeps its columns and triggers under a new name;
--- register_table now also gives the table its scope index.
+-- register_table (0014) keeps its columns and triggers under a new name
+-- (a later migration that changes those restates
+-- register_table_columns_and_triggers); register_table now also gives the
+-- table its scope index.
 ALTER FUNCTION pulsesync.register_table(regclass, text, name)
   RENAME TO register_table_columns_and_triggers;
 
@@ -77,8 +79,8 @@ $$;
 SELECT pulsesync.ensure_scope_index(table_oid, team_column) FROM pulsesync.synced_tables;
 
 -- The single-column team indexes of 0003 (tasks, projects) and 0006
--- (conflicts), now prefixes of a scope index: only these names, and only if
--- each is still that plain index.
+-- (conflicts), now prefixes of a scope index: only these names, and only
+-- while each is still that plain index and the scope index is there.
 DO $$
 DECLARE
   i record;
@@ -92,11 +94,7 @@ BEGIN
                                              ('pulsesync', 'conflicts_team_idx'))
              AND x.indnatts = 1 AND NOT x.indisunique AND a.attname = 'team_id'
              AND x.indpred IS NULL AND x.indexprs IS NULL
-             AND EXISTS (SELECT 1 FROM pg_index y
-                         JOIN pg_attribute b ON b.attrelid = y.indrelid AND b.attnum = y.indkey[1]
-                         WHERE y.indrelid = x.indrelid AND y.indisvalid AND y.indnkeyatts >= 2
-                           AND y.indkey[0] = x.indkey[0] AND b.attname = 'id'
-                           AND y.indpred IS NULL AND y.indexprs IS NULL)
+             AND pulsesync.has_scope_index(x.indrelid, 'team_id')
   LOOP
     EXECUTE format('DROP INDEX %s', i.idx);
   END LOOP;
@@ -117,4 +115,4 @@ END
 $$;
 
 -- 3.
-CREATE INDEX origins_user_idx ON pulsesync.origins (user_id);
+CREATE INDEX IF NOT EXISTS origins_user_idx ON pulsesync.origins (user_id);

@@ -44,8 +44,8 @@ struct SnapshotChunk {
 
 // Which rows of a table one snapshot page reads; the page's parameters are
 // $1 the last id of the previous page (uuid), $2 the page's size, and, when
-// scoped, $3 the teams (kTeams, kConflicts) or users (kUsers) as uuid[] and
-// $4 the users (kConflicts).
+// scoped, $3 the teams (kTeams, kConflicts) or users (kUsers) as uuid[],
+// each once, and $4 the users (kConflicts).
 enum class SnapshotScope {
   kAll,        // every row
   kTeams,      // rows whose team column is one of $3
@@ -53,11 +53,19 @@ enum class SnapshotScope {
   kConflicts,  // conflict records: of a team in $3, or of no team and a user in $4
 };
 
-// The SQL of one page of `qualified_table` (regclass text, safe to splice)
-// as ReadSnapshot runs it; `team_column` quoted, for kTeams. Exposed for
-// tests that EXPLAIN it.
+// A member of up to this many teams has each page of a team table merged
+// from their teams' rows (see SnapshotPageSql); beyond it, the primary key
+// is walked and filtered by team, which finds a page quickly when the
+// teams hold much of the table, and whose plan does not grow with them.
+inline constexpr size_t kMaxMergedTeams = 64;
+
+// The SQL of one page of `qualified_table` (regclass text, spliced as is)
+// as ReadSnapshot runs it. For kTeams: `team_column` already quote_ident'ed
+// (spliced as is) and `teams` the length of $3. Exposed for tests that
+// EXPLAIN it.
 std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
-                            SnapshotScope scope, bool include_deleted, bool first_page);
+                            SnapshotScope scope, size_t teams, bool include_deleted,
+                            bool first_page);
 
 // Calls `emit` for each chunk, in table then id order (it may block: that
 // is the stream's flow control; returning an error aborts the read), and

@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/json.h"
 #include "gtest/gtest.h"
@@ -24,7 +25,9 @@ namespace {
 
 using ::pulsesync::testing::TestDatabase;
 
-std::string Team(int n) { return absl::StrCat("10000000-0000-4000-8000-", absl::Dec(n, absl::kZeroPad12)); }
+std::string Team(int n) {
+  return absl::StrCat("10000000-0000-4000-8000-", absl::Dec(n, absl::kZeroPad12));
+}
 
 class SnapshotPgTest : public ::testing::Test {
  protected:
@@ -74,10 +77,12 @@ class SnapshotPgTest : public ::testing::Test {
   }
 
   // What SQL says the same snapshot holds, in id order.
-  std::vector<std::string> SqlIds(const std::string& team_list, bool include_deleted) {
+  std::vector<std::string> SqlIds(const std::vector<int>& teams, bool include_deleted) {
+    std::vector<std::string> quoted;
+    for (int t : teams) quoted.push_back(absl::StrCat("'", Team(t), "'"));
     absl::StatusOr<std::string> ids = db_->QueryValue(absl::StrCat(
         "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM tasks WHERE team_id IN (",
-        team_list, ")", include_deleted ? "" : " AND NOT deleted"));
+        absl::StrJoin(quoted, ","), ")", include_deleted ? "" : " AND NOT deleted"));
     EXPECT_OK(ids.status());
     return ids.ok() ? absl::StrSplit(*ids, ',', absl::SkipEmpty()) : std::vector<std::string>{};
   }
@@ -87,28 +92,39 @@ class SnapshotPgTest : public ::testing::Test {
 };
 
 TEST_F(SnapshotPgTest, AMembersSnapshotHasEveryRowOfTheirTeamsInIdOrderAcrossPages) {
-  AddTasks(/*teams=*/5, /*per_team=*/40);
-  const std::string mine = absl::StrCat("'", Team(1), "','", Team(3), "','", Team(4), "'");
-  for (bool include_deleted : {false, true}) {
-    SCOPED_TRACE(include_deleted ? "with deleted rows" : "live rows");
-    const std::vector<std::string> want = SqlIds(mine, include_deleted);
-    ASSERT_EQ(want.size(), include_deleted ? 120u : 108u);  // 4 of each team's 40 deleted
-    size_t largest = 0;
-    // Pages of 7: each team's rows are merged into pages that end inside
-    // a team's run and resume after the last id sent.
-    EXPECT_EQ(SnapshotIds({1, 3, 4}, 7, include_deleted, &largest), want);
-    EXPECT_EQ(largest, 7u);
+  // 3 teams (merged pages) and 66 (more than kMaxMergedTeams: the primary
+  // key filtered by team), of 5 and of 70.
+  std::vector<int> many;
+  for (int t = 1; t <= 66; ++t) many.push_back(t);
+  ASSERT_GT(many.size(), kMaxMergedTeams);
+  AddTasks(/*teams=*/70, /*per_team=*/40);
+  for (const std::vector<int>& mine : {std::vector<int>{1, 3, 4}, many}) {
+    for (bool include_deleted : {false, true}) {
+      SCOPED_TRACE(absl::StrCat(mine.size(), " teams, ", include_deleted ? "with deleted" : "live"));
+      const std::vector<std::string> want = SqlIds(mine, include_deleted);
+      // 4 of each team's 40 deleted.
+      ASSERT_EQ(want.size(), mine.size() * (include_deleted ? 40 : 36));
+      size_t largest = 0;
+      // Pages of 7 end inside a team's run and resume after the last id.
+      EXPECT_EQ(SnapshotIds(mine, 7, include_deleted, &largest), want);
+      EXPECT_EQ(largest, 7u);
+    }
   }
-  // A team of no rows and a team not in the database change nothing.
+  // A team not in the database changes nothing; no team, no rows.
   size_t largest = 0;
-  EXPECT_EQ(SnapshotIds({1, 3, 4, 6, 99}, 50, false, &largest), SqlIds(mine, false));
+  EXPECT_EQ(SnapshotIds({1, 3, 4, 99}, 50, false, &largest), SqlIds({1, 3, 4}, false));
   EXPECT_EQ(SnapshotIds({}, 50, false, &largest), std::vector<std::string>{});
 }
 
-// Sums, over the plan's nodes that read `relation`, the rows they read:
-// returned plus removed by a filter, times loops.
-double RowsRead(const JsonValue& node, const std::string& relation, bool* seq_scan) {
-  double rows = 0;
+// What a plan's nodes that read `relation` read (EXPLAIN's per-loop
+// averages times loops).
+struct Reads {
+  double returned = 0;  // rows the scans passed on
+  double removed = 0;   // rows their filters dropped (deleted ones)
+  bool seq_scan = false;
+};
+
+void AddReads(const JsonValue& node, const std::string& relation, Reads* reads) {
   const JsonValue* name = node.Find("Relation Name");
   if (name != nullptr && name->text() == relation) {
     auto number = [&](const char* key) {
@@ -116,41 +132,45 @@ double RowsRead(const JsonValue& node, const std::string& relation, bool* seq_sc
       double d = 0;
       return v != nullptr && absl::SimpleAtod(v->text(), &d) ? d : 0.0;
     };
-    rows += (number("Actual Rows") + number("Rows Removed by Filter")) * number("Actual Loops");
-    if (node.Find("Node Type")->text() == "Seq Scan") *seq_scan = true;
+    reads->returned += number("Actual Rows") * number("Actual Loops");
+    reads->removed += number("Rows Removed by Filter") * number("Actual Loops");
+    if (node.Find("Node Type")->text() == "Seq Scan") reads->seq_scan = true;
   }
   if (const JsonValue* children = node.Find("Plans")) {
-    for (const JsonValue& child : children->items()) rows += RowsRead(child, relation, seq_scan);
+    for (const JsonValue& child : children->items()) AddReads(child, relation, reads);
   }
-  return rows;
 }
 
-TEST_F(SnapshotPgTest, AMembersPageReadsTheirTeamsRowsNotTheTable) {
-  // 40 teams of 500 tasks; a member of 2 of them. Through the primary key
-  // filtered by team, a page of 100 read about 20 x 100 rows; the table
-  // grows, the page's reads do not.
+TEST_F(SnapshotPgTest, AMembersPageReadsItsRowsNotTheTableNorEachTeamsPage) {
+  // 40 teams of 500 tasks. Through the primary key filtered by team, a
+  // member of 2 made a page of 100 read about 20 x 100 rows; one team's
+  // page after another, a member of 30 read 30 x 100. Merged, a page reads
+  // its rows, one more per team, and the deleted ones among them.
   AddTasks(/*teams=*/40, /*per_team=*/500);
-  for (bool first_page : {true, false}) {
-    SCOPED_TRACE(first_page ? "first page" : "a later page");
-    const std::string sql = SnapshotPageSql("public.tasks", "team_id", SnapshotScope::kTeams,
-                                            /*include_deleted=*/false, first_page);
-    absl::StatusOr<std::string> plan = db_->QueryValue(absl::StrCat(
-        "PREPARE page(uuid, bigint, uuid[]) AS ", sql, ";",
-        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page('", first_page ? "00000000" : "80000000",
-        "-0000-0000-0000-000000000000', 100, '{", Team(7), ",", Team(21), "}')"));
-    ASSERT_OK(plan.status());
-    ASSERT_OK_AND_ASSIGN(JsonValue parsed, ParseJson(*plan));
-    ASSERT_FALSE(parsed.items().empty());
-    const JsonValue& top = *parsed.items()[0].Find("Plan");
-    EXPECT_EQ(top.Find("Actual Rows")->text(), "100");
-    bool seq_scan = false;
-    const double read = RowsRead(top, "tasks", &seq_scan);
-    EXPECT_FALSE(seq_scan) << *plan;
-    // Each team's first 100 live rows after $1 and the deleted ones among
-    // them: at most 2 x 100 + the two teams' 2 x 50 deleted rows (the walk
-    // of the primary key read about 2,000).
-    EXPECT_LE(read, 2 * 100 + 2 * 50) << *plan;
-    EXPECT_GE(read, 100);
+  for (const size_t member_of : {2, 30}) {
+    std::vector<std::string> teams;
+    for (size_t t = 1; t <= member_of; ++t) teams.push_back(Team(static_cast<int>(t * 40 / member_of)));
+    for (bool first_page : {true, false}) {
+      SCOPED_TRACE(absl::StrCat(member_of, " teams, ", first_page ? "first page" : "a later page"));
+      const std::string sql = SnapshotPageSql("public.tasks", "team_id", SnapshotScope::kTeams,
+                                              teams.size(), /*include_deleted=*/false, first_page);
+      absl::StatusOr<std::string> plan = db_->QueryValue(absl::StrCat(
+          "PREPARE page(uuid, bigint, uuid[]) AS ", sql, ";",
+          "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page('", first_page ? "00000000" : "80000000",
+          "-0000-0000-0000-000000000000', 100, '{", absl::StrJoin(teams, ","), "}')"));
+      ASSERT_OK(plan.status());
+      ASSERT_OK_AND_ASSIGN(JsonValue parsed, ParseJson(*plan));
+      ASSERT_FALSE(parsed.items().empty());
+      const JsonValue& top = *parsed.items()[0].Find("Plan");
+      EXPECT_EQ(top.Find("Actual Rows")->text(), "100");
+      Reads reads;
+      AddReads(top, "tasks", &reads);
+      EXPECT_FALSE(reads.seq_scan) << *plan;
+      EXPECT_GE(reads.returned, 100);
+      EXPECT_LE(reads.returned, 100 + member_of) << *plan;
+      // (A tenth of the rows read are deleted; the walk removed ~2,000.)
+      EXPECT_LE(reads.removed, 100 + member_of) << *plan;
+    }
   }
 }
 
@@ -172,20 +192,42 @@ TEST_F(SnapshotPgTest, TeamTablesHaveAScopeIndexAndRegisteringOneAddsIt) {
             "(object_type, object_id) (team_id, id)");
   EXPECT_EQ(indexes("teams"), "(id)");  // its team column is its id
 
+  // A team column that needs quoting, registered twice; a table with an
+  // index of its own led by (team column, id).
   ASSERT_OK(db_->Execute(
-      "CREATE TABLE public.notes (id uuid PRIMARY KEY, squad uuid, body text);"
+      "CREATE TABLE public.notes (id uuid PRIMARY KEY, \"Squad\" uuid, body text);"
       "CREATE TABLE public.pins (id uuid PRIMARY KEY, team_id uuid, at int);"
       "CREATE INDEX pins_by_team ON public.pins (team_id, id, at);"
-      "SELECT pulsesync.register_table('public.notes', 'note', 'squad');"
-      "SELECT pulsesync.register_table('public.notes', 'note', 'squad');"
+      "SELECT pulsesync.register_table('public.notes', 'note', 'Squad');"
+      "SELECT pulsesync.register_table('public.notes', 'note', 'Squad');"
       "SELECT pulsesync.register_table('public.pins', 'pin', 'team_id');"));
-  EXPECT_EQ(indexes("notes"), "(id) (squad, id)");  // once, registered twice
+  EXPECT_EQ(indexes("notes"), "(\"Squad\", id) (id)");  // once
   EXPECT_EQ(indexes("pins"), "(id) (team_id, id, at)");  // its own index serves
-  // And it is still a synced table: its writes reach the log.
-  ASSERT_OK(db_->Execute("INSERT INTO public.notes (id, squad, body) VALUES "
-                         "(gen_random_uuid(), gen_random_uuid(), 'n')"));
-  EXPECT_EQ(*db_->QueryValue("SELECT count(*) FROM pulsesync.change_log WHERE object_type = 'note'"),
-            "1");
+
+  // A member's snapshot of it: their squads' rows, through the merge.
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "INSERT INTO public.notes (id, \"Squad\", body) SELECT gen_random_uuid(), "
+      "(ARRAY['", Team(1), "', '", Team(2), "', '", Team(3), "'])[1 + g % 3]::uuid, 'n' || g "
+      "FROM generate_series(1, 30) g")));
+  SnapshotOptions options;
+  options.tables = {"note"};
+  options.rows_per_chunk = 4;
+  options.restricted = true;
+  options.teams = {Team(1), Team(3)};
+  std::vector<std::string> got;
+  ASSERT_OK(ReadSnapshot(*session_, options, [&](SnapshotChunk chunk) {
+              for (const std::string& record : chunk.records) {
+                absl::StatusOr<JsonValue> row = ParseJson(record);
+                if (!row.ok()) return row.status();
+                got.push_back(row->Find("id")->text());
+              }
+              return absl::OkStatus();
+            }).status());
+  EXPECT_EQ(absl::StrJoin(got, ","),
+            *db_->QueryValue(absl::StrCat("SELECT string_agg(id::text, ',' ORDER BY id) FROM "
+                                          "public.notes WHERE \"Squad\" IN ('",
+                                          Team(1), "', '", Team(3), "')")));
+  EXPECT_EQ(got.size(), 20u);
 }
 
 }  // namespace
