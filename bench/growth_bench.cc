@@ -154,8 +154,8 @@ bool GrowServer(const std::string& url, int rows) {
 
 // One database at one size and the work measured on it, a step at a time:
 // the two sizes' steps interleave, so that both meet the machine as it is
-// at that moment (measured one size after the other, the ratios moved
-// between 0.6 and 1.5 from run to run with the same code).
+// at that moment (measured one size after the other, the worst ratio moved
+// between 0.75 and 1.54 from run to run with the same code).
 class ServerSide {
  public:
   static absl::StatusOr<std::unique_ptr<ServerSide>> Create(const std::string& url, int batches,

@@ -9,11 +9,11 @@
 --    whole table (1M tasks: 0.4 s a page). An index on (team column, id)
 --    gives each team's rows in id order, and the snapshot now merges its
 --    teams' rows by it (server/core/snapshot.cc): a page reads its own rows
---    and one more per team, whatever the table's size. The index replaces
---    the single-column tasks_team_idx, projects_team_idx (0003) and
---    conflicts_team_idx (0006), whose lookups (the teams' ON DELETE
---    CASCADE, Row Level Security by team) it serves as well: those tables
---    keep one index led by the team column, not two.
+--    and at most one more per team, whatever the table's size. The index
+--    replaces the single-column tasks_team_idx, projects_team_idx (0003)
+--    and conflicts_team_idx (0006), whose lookups (the teams' ON DELETE
+--    CASCADE, queries by team) it serves as well: those tables keep one
+--    index led by the team column, not two.
 --
 --    Every synced table with a team column gets it (not `teams`, whose team
 --    column is its id), now and when register_table registers one later.
@@ -30,7 +30,8 @@
 -- 1.3 s for 1M tasks on 2 cores); the migration runs in one transaction
 -- like the others. On a large database, build them beforehand with CREATE
 -- INDEX CONCURRENTLY (any name for 1; tasks_assignee_idx and
--- origins_user_idx for 2 and 3), and this migration keeps them.
+-- origins_user_idx for 2 and 3), and this migration keeps them. (An index
+-- left invalid by a failed CONCURRENTLY build does not count: drop it.)
 
 -- Whether `tbl` has a valid plain btree index led by (team_column, id).
 CREATE FUNCTION pulsesync.has_scope_index(tbl regclass, team_column name)
@@ -94,6 +95,7 @@ BEGIN
                                              ('pulsesync', 'conflicts_team_idx'))
              AND x.indnatts = 1 AND NOT x.indisunique AND a.attname = 'team_id'
              AND x.indpred IS NULL AND x.indexprs IS NULL
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)
              AND pulsesync.has_scope_index(x.indrelid, 'team_id')
   LOOP
     EXECUTE format('DROP INDEX %s', i.idx);

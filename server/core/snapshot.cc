@@ -17,6 +17,7 @@ struct TableInfo {
   std::string name;           // relname, as clients know it
   std::string qualified;      // regclass text: quoted, safe to splice
   std::string team_column;    // quote_ident'ed, or ""
+  bool scope_index = false;   // an index on (team column, id) serves it (0018)
 };
 
 // The array literal of a set of UUIDs, for = ANY($n::uuid[]).
@@ -82,11 +83,13 @@ absl::StatusOr<std::string> ReadSnapshot(
         std::vector<TableInfo> all;
         for (const auto& row : tx.exec(
                  "SELECT s.object_type, c.relname::text, s.table_oid::regclass::text, "
-                 "coalesce(quote_ident(s.team_column), '') "
+                 "coalesce(quote_ident(s.team_column), ''), s.team_column = 'id' "
+                 "  OR coalesce(pulsesync.has_scope_index(s.table_oid, s.team_column), false) "
                  "FROM pulsesync.synced_tables s JOIN pg_class c ON c.oid = s.table_oid "
                  "ORDER BY s.object_type")) {
           all.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
-                         row[2].as<std::string>(), row[3].as<std::string>()});
+                         row[2].as<std::string>(), row[3].as<std::string>(),
+                         row[4].as<bool>(false)});
         }
         std::vector<const TableInfo*> chosen;
         if (options.tables.empty()) {
@@ -117,7 +120,10 @@ absl::StatusOr<std::string> ReadSnapshot(
           } else if (options.restricted && t->object_type == "user") {
             scope = SnapshotScope::kUsers;
           }
-          const size_t team_count = options.teams.size();
+          if (scope == SnapshotScope::kTeams && options.teams.empty()) continue;  // no rows
+          // Without its index the merge would sort each team's rows on
+          // every page: then the walk.
+          const size_t team_count = t->scope_index ? options.teams.size() : 0;
           const std::string first_sql = SnapshotPageSql(t->qualified, t->team_column, scope,
                                                         team_count, options.include_deleted, true);
           const std::string next_sql = SnapshotPageSql(t->qualified, t->team_column, scope,

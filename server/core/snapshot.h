@@ -61,8 +61,10 @@ inline constexpr size_t kMaxMergedTeams = 64;
 
 // The SQL of one page of `qualified_table` (regclass text, spliced as is)
 // as ReadSnapshot runs it. For kTeams: `team_column` already quote_ident'ed
-// (spliced as is) and `teams` the length of $3. Exposed for tests that
-// EXPLAIN it.
+// (spliced as is), and `teams` the length of $3 (distinct UUIDs) for a page
+// merged from the teams' rows, or 0 for the walk of the primary key (no
+// index on (team column, id) to merge by). Exposed for tests that EXPLAIN
+// it.
 std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
                             SnapshotScope scope, size_t teams, bool include_deleted,
                             bool first_page);

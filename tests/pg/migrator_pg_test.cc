@@ -260,12 +260,13 @@ TEST_F(MigratorPgTest, SealingReadsTheSameEntriesAfter0016) {
   // Read until all 10 are out, as the sealer would.
   auto read_all = [&] {
     std::string read;
-    ::pulsesync::testing::WaitFor(
+    EXPECT_TRUE(::pulsesync::testing::WaitFor(
         [&] {
           read = Query(kRead);
           return absl::StartsWith(read, "10\n");
         },
-        absl::Seconds(30));
+        absl::Seconds(30)))
+        << "the 10 entries never all became sealable: " << read;
     return read;
   };
   const std::string read_before = read_all();
