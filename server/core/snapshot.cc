@@ -39,7 +39,8 @@ std::string SnapshotPageSql(const std::string& qualified_table, const std::strin
   if (scope == SnapshotScope::kTeams && teams > 0 && teams <= kMaxMergedTeams) {
     // One branch per team, each in id order by the table's (team column,
     // id) index (migration 0018), merged (a Merge Append): the page reads
-    // its own rows and one more per team, whatever the table holds. A walk
+    // its own rows and at most one more per team, whatever the table
+    // holds. A walk
     // of the primary key filtered by team read every other team's rows
     // too: a member of 2 of 100 teams, 25,000 rows for a page of 500. The
     // branches carry their rows whole; only the page's become JSON.
