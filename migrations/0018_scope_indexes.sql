@@ -26,6 +26,10 @@
 --
 -- 3. ListOrigins reads a user's devices: pulsesync.origins by user_id.
 --
+-- 4. A member's snapshot of conflict records takes, beside their teams'
+--    records, those of users rows (no team) of the users they see: by id
+--    among the records that have no team.
+--
 -- Building an index locks its table against writes while it builds (about
 -- 1.3 s for 1M tasks on 2 cores); the migration runs in one transaction
 -- like the others. On a large database, build them beforehand with CREATE
@@ -118,3 +122,7 @@ $$;
 
 -- 3.
 CREATE INDEX IF NOT EXISTS origins_user_idx ON pulsesync.origins (user_id);
+
+-- 4.
+CREATE INDEX IF NOT EXISTS conflicts_of_users_rows_idx ON pulsesync.conflicts (id)
+  WHERE team_id IS NULL;

@@ -28,7 +28,7 @@ std::string UuidArray(const absl::flat_hash_set<std::string>& ids) {
 }  // namespace
 
 std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
-                            SnapshotScope scope, size_t teams, bool include_deleted,
+                            SnapshotScope scope, size_t teams, bool merged, bool include_deleted,
                             bool first_page) {
   // Keyset pages by id; the first page includes the smallest UUID.
   const char* after = first_page ? " >= $1::uuid" : " > $1::uuid";
@@ -36,20 +36,28 @@ std::string SnapshotPageSql(const std::string& qualified_table, const std::strin
   auto record = [](absl::string_view row) {
     return absl::StrCat("(to_jsonb(", row, ") - pulsesync.internal_columns())::text");
   };
-  if (scope == SnapshotScope::kTeams && teams > 0 && teams <= kMaxMergedTeams) {
+  if (merged && (scope == SnapshotScope::kTeams || scope == SnapshotScope::kConflicts)) {
     // One branch per team, each in id order by the table's (team column,
     // id) index (migration 0018), merged (a Merge Append): the page reads
-    // its own rows and at most one more per team, whatever the table
-    // holds. A walk
-    // of the primary key filtered by team read every other team's rows
-    // too: a member of 2 of 100 teams, 25,000 rows for a page of 500. The
-    // branches carry their rows whole; only the page's become JSON.
-    std::vector<std::string> branches;
-    branches.reserve(teams);
+    // its own rows and at most one more per branch, whatever the table
+    // holds. A walk of the primary key filtered by team read every other
+    // team's rows too: a member of 2 of 100 teams, 25,000 rows for a page
+    // of 500. The branches carry their rows whole; only the page's become
+    // JSON.
+    std::vector<std::string> conditions;
     for (size_t i = 1; i <= teams; ++i) {
-      branches.push_back(absl::StrCat("(SELECT t.id, t AS r FROM ", qualified_table, " t WHERE t.",
-                                      team_column, " = ($3::uuid[])[", i, "] AND t.id", after,
-                                      live, " ORDER BY t.id LIMIT $2)"));
+      conditions.push_back(absl::StrCat("t.", team_column, " = ($3::uuid[])[", i, "]"));
+    }
+    // Conflict records of users rows (no team), by the index of those
+    // (0018), for the users the caller sees.
+    if (scope == SnapshotScope::kConflicts) {
+      conditions.push_back("t.team_id IS NULL AND t.user_id = ANY($4::uuid[])");
+    }
+    std::vector<std::string> branches;
+    for (const std::string& condition : conditions) {
+      branches.push_back(absl::StrCat("(SELECT t.id, t AS r FROM ", qualified_table, " t WHERE ",
+                                      condition, " AND t.id", after, live,
+                                      " ORDER BY t.id LIMIT $2)"));
     }
     return absl::StrCat("SELECT u.id::text, ", record("u.r"),
                         " FROM (", absl::StrJoin(branches, " UNION ALL "),
@@ -123,12 +131,16 @@ absl::StatusOr<std::string> ReadSnapshot(
           }
           if (scope == SnapshotScope::kTeams && options.teams.empty()) continue;  // no rows
           // Without its index the merge would sort each team's rows on
-          // every page: then the walk.
-          const size_t team_count = t->scope_index ? options.teams.size() : 0;
-          const std::string first_sql = SnapshotPageSql(t->qualified, t->team_column, scope,
-                                                        team_count, options.include_deleted, true);
-          const std::string next_sql = SnapshotPageSql(t->qualified, t->team_column, scope,
-                                                       team_count, options.include_deleted, false);
+          // every page: then the walk (and for a caller of no team's
+          // conflict records, only their users rows').
+          const bool merged = t->scope_index && !options.teams.empty() &&
+                              options.teams.size() <= kMaxMergedTeams;
+          const std::string first_sql =
+              SnapshotPageSql(t->qualified, t->team_column, scope, options.teams.size(), merged,
+                              options.include_deleted, true);
+          const std::string next_sql =
+              SnapshotPageSql(t->qualified, t->team_column, scope, options.teams.size(), merged,
+                              options.include_deleted, false);
           const std::string& ids = scope == SnapshotScope::kUsers ? users : teams;
           std::string after = "00000000-0000-0000-0000-000000000000";
           for (bool first = true;; first = false) {

@@ -60,13 +60,14 @@ enum class SnapshotScope {
 inline constexpr size_t kMaxMergedTeams = 64;
 
 // The SQL of one page of `qualified_table` (regclass text, spliced as is)
-// as ReadSnapshot runs it. For kTeams: `team_column` already quote_ident'ed
-// (spliced as is), and `teams` the length of $3 (distinct UUIDs) for a page
-// merged from the teams' rows, or 0 for the walk of the primary key (no
-// index on (team column, id) to merge by). Exposed for tests that EXPLAIN
-// it.
+// as ReadSnapshot runs it. kTeams and kConflicts: `team_column` already
+// quote_ident'ed (spliced as is); `teams` the length of $3 (distinct
+// UUIDs); `merged` true to merge the page from one branch per team, each
+// read by the table's (team column, id) index (migration 0018; at most
+// kMaxMergedTeams), false to walk the primary key filtered by scope.
+// Exposed for tests that EXPLAIN it.
 std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
-                            SnapshotScope scope, size_t teams, bool include_deleted,
+                            SnapshotScope scope, size_t teams, bool merged, bool include_deleted,
                             bool first_page);
 
 // Calls `emit` for each chunk, in table then id order (it may block: that

@@ -149,11 +149,14 @@ TEST_F(SnapshotPgTest, AMembersPageReadsItsRowsNotTheTableNorEachTeamsPage) {
   AddTasks(/*teams=*/40, /*per_team=*/500);
   for (const size_t member_of : {2, 30}) {
     std::vector<std::string> teams;
-    for (size_t t = 1; t <= member_of; ++t) teams.push_back(Team(static_cast<int>(t * 40 / member_of)));
+    for (size_t t = 1; t <= member_of; ++t) {
+      teams.push_back(Team(static_cast<int>(t * 40 / member_of)));
+    }
     for (bool first_page : {true, false}) {
       SCOPED_TRACE(absl::StrCat(member_of, " teams, ", first_page ? "first page" : "a later page"));
-      const std::string sql = SnapshotPageSql("public.tasks", "team_id", SnapshotScope::kTeams,
-                                              teams.size(), /*include_deleted=*/false, first_page);
+      const std::string sql =
+          SnapshotPageSql("public.tasks", "team_id", SnapshotScope::kTeams, teams.size(),
+                          /*merged=*/true, /*include_deleted=*/false, first_page);
       absl::StatusOr<std::string> plan = db_->QueryValue(absl::StrCat(
           "PREPARE page(uuid, bigint, uuid[]) AS ", sql, ";",
           "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page('", first_page ? "00000000" : "80000000",
@@ -174,6 +177,54 @@ TEST_F(SnapshotPgTest, AMembersPageReadsItsRowsNotTheTableNorEachTeamsPage) {
   }
 }
 
+// Conflict records: a member sees their teams' and, of users rows (no
+// team), those of the users they see; merged by the indexes of 0018, or by
+// the walk without them.
+TEST_F(SnapshotPgTest, AMembersConflictRecordsAreTheirTeamsAndTheirUsersRows) {
+  const std::string me = "30000000-0000-4000-8000-000000000001";
+  const std::string mate = "30000000-0000-4000-8000-000000000002";
+  const std::string stranger = "30000000-0000-4000-8000-000000000003";
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "INSERT INTO pulsesync.conflicts (id, team_id, user_id, object_type, object_id, kind) "
+      "SELECT gen_random_uuid(), CASE WHEN g % 4 < 3 THEN ('10000000-0000-4000-8000-' || "
+      "lpad((1 + g % 3)::text, 12, '0'))::uuid END, CASE WHEN g % 4 = 3 THEN (ARRAY['", me,
+      "', '", mate, "', '", stranger, "'])[1 + g % 3]::uuid END, 'task', gen_random_uuid(), "
+      "'field' FROM generate_series(1, 120) g")));
+  auto want = [&](const std::string& teams) {
+    return *db_->QueryValue(absl::StrCat(
+        "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM pulsesync.conflicts "
+        "WHERE team_id IN (", teams, ") OR (team_id IS NULL AND user_id IN ('", me, "', '", mate,
+        "'))"));
+  };
+  auto snapshot = [&](absl::flat_hash_set<std::string> teams) {
+    SnapshotOptions options;
+    options.tables = {"conflict"};
+    options.rows_per_chunk = 3;
+    options.restricted = true;
+    options.teams = std::move(teams);
+    options.visible_users = {me, mate};
+    std::vector<std::string> got;
+    EXPECT_OK(ReadSnapshot(*session_, options, [&](SnapshotChunk chunk) {
+                for (const std::string& record : chunk.records) {
+                  absl::StatusOr<JsonValue> row = ParseJson(record);
+                  if (!row.ok()) return row.status();
+                  got.push_back(row->Find("id")->text());
+                }
+                return absl::OkStatus();
+              }).status());
+    return absl::StrJoin(got, ",");
+  };
+  const std::string mine = absl::StrCat("'", Team(1), "', '", Team(3), "'");
+  for (const char* how : {"merged", "walked"}) {
+    SCOPED_TRACE(how);
+    const std::string expected = want(mine);
+    EXPECT_EQ(std::count(expected.begin(), expected.end(), ','), 60 + 20 - 1);
+    EXPECT_EQ(snapshot({Team(1), Team(3)}), expected);
+    EXPECT_EQ(snapshot({}), want("NULL"));  // a member of no team: the users rows'
+    ASSERT_OK(db_->Execute("DROP INDEX IF EXISTS pulsesync.conflicts_team_id_id_idx"));
+  }
+}
+
 // The scope indexes of migration 0018: on every team table, replacing the
 // single-column team indexes, and on a table registered later.
 TEST_F(SnapshotPgTest, TeamTablesHaveAScopeIndexAndRegisteringOneAddsIt) {
@@ -188,8 +239,8 @@ TEST_F(SnapshotPgTest, TeamTablesHaveAScopeIndexAndRegisteringOneAddsIt) {
             "(assignee_id) WHERE (assignee_id IS NOT NULL) (id) (project_id) (team_id, id)");
   EXPECT_EQ(indexes("projects"), "(id) (team_id, id)");
   EXPECT_EQ(indexes("conflicts"),
-            "(id) (loser_origin_id) WHERE ((NOT resolved) AND (NOT deleted)) "
-            "(object_type, object_id) (team_id, id)");
+            "(id) (id) WHERE (team_id IS NULL) (loser_origin_id) WHERE ((NOT resolved) AND (NOT "
+            "deleted)) (object_type, object_id) (team_id, id)");
   EXPECT_EQ(indexes("teams"), "(id)");  // its team column is its id
 
   // A team column that needs quoting, registered twice; a table with an
