@@ -308,12 +308,14 @@ int Main() {
       }
       dbs[i] = *std::move(db);
       const auto g0 = Clock::now();
-      if (!dbs[i]->Execute(absl::StrCat("INSERT INTO teams (id, name) SELECT ", TeamSql("g"),
-                                        ", 'growth ' || g FROM generate_series(1, 100) g"))
-               .ok() ||
-          !GrowServer(dbs[i]->url(), sizes[i])) {
+      const absl::Status teams = dbs[i]->Execute(absl::StrCat(
+          "INSERT INTO teams (id, name) SELECT ", TeamSql("g"),
+          ", 'growth ' || g FROM generate_series(1, 100) g"));
+      if (!teams.ok()) {
+        std::fprintf(stderr, "teams: %s\n", teams.ToString().c_str());
         return 1;
       }
+      if (!GrowServer(dbs[i]->url(), sizes[i])) return 1;
       std::printf("  (a database of %d tasks in %.1f s)\n", sizes[i], MsSince(g0) / 1000);
       std::fflush(stdout);
     }

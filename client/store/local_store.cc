@@ -488,7 +488,8 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& 
     }
     if (version == 1 || version == 2) PS_RETURN_IF_ERROR(db.Exec(kServerRowsDdl));
     if (version >= 1 && version <= 3) {
-      PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("DROP INDEX IF EXISTS revisions_object_idx;", kPendingIndexDdl)));
+      PS_RETURN_IF_ERROR(
+          db.Exec(absl::StrCat("DROP INDEX IF EXISTS revisions_object_idx;", kPendingIndexDdl)));
     }
     PS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA user_version = ", kLocalLayoutVersion)));
     PS_RETURN_IF_ERROR(EnsureCatalog(db, options.schema_version));

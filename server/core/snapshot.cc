@@ -25,8 +25,22 @@ std::string UuidArray(const absl::flat_hash_set<std::string>& ids) {
   return absl::StrCat("{", absl::StrJoin(ids, ","), "}");
 }
 
-}  // namespace
+// Which rows of a table one snapshot page reads; the page's parameters are
+// $1 the last id of the previous page (uuid), $2 the page's size, and, when
+// scoped, $3 the teams (kTeams, kConflicts) or users (kUsers) as uuid[],
+// each once, and $4 the users (kConflicts).
+enum class SnapshotScope {
+  kAll,        // every row
+  kTeams,      // rows whose team column is one of $3
+  kUsers,      // the users table: rows whose id is one of $3
+  kConflicts,  // conflict records: of a team in $3, or of no team and a user in $4
+};
 
+// The SQL of one page of `qualified_table` (regclass text, spliced as is).
+// kTeams and kConflicts: `team_column` already quote_ident'ed (spliced as
+// is); `teams` the length of $3; `merged` true to merge the page from one
+// branch per team, each read by the table's (team column, id) index, false
+// to walk the primary key filtered by scope.
 std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
                             SnapshotScope scope, size_t teams, bool merged, bool include_deleted,
                             bool first_page) {
@@ -75,6 +89,8 @@ std::string SnapshotPageSql(const std::string& qualified_table, const std::strin
   return absl::StrCat("SELECT t.id::text, ", record("t"), " FROM ",
                       qualified_table, " t WHERE t.id", after, filter, " ORDER BY t.id LIMIT $2");
 }
+
+}  // namespace
 
 absl::StatusOr<std::string> ReadSnapshot(
     PgSession& session, const SnapshotOptions& options,

@@ -42,33 +42,12 @@ struct SnapshotChunk {
   std::vector<std::string> records;  // JSON objects
 };
 
-// Which rows of a table one snapshot page reads; the page's parameters are
-// $1 the last id of the previous page (uuid), $2 the page's size, and, when
-// scoped, $3 the teams (kTeams, kConflicts) or users (kUsers) as uuid[],
-// each once, and $4 the users (kConflicts).
-enum class SnapshotScope {
-  kAll,        // every row
-  kTeams,      // rows whose team column is one of $3
-  kUsers,      // the users table: rows whose id is one of $3
-  kConflicts,  // conflict records: of a team in $3, or of no team and a user in $4
-};
-
 // A member of up to this many teams has each page of a team table merged
-// from their teams' rows (see SnapshotPageSql); beyond it, the primary key
-// is walked and filtered by team, which finds a page quickly when the
-// teams hold much of the table, and whose plan does not grow with them.
+// from their teams' rows, each read by the table's (team column, id) index
+// (migration 0018); beyond it, the primary key is walked and filtered by
+// team, which finds a page quickly when the teams hold much of the table,
+// and whose plan does not grow with them.
 inline constexpr size_t kMaxMergedTeams = 64;
-
-// The SQL of one page of `qualified_table` (regclass text, spliced as is)
-// as ReadSnapshot runs it. kTeams and kConflicts: `team_column` already
-// quote_ident'ed (spliced as is); `teams` the length of $3 (distinct
-// UUIDs); `merged` true to merge the page from one branch per team, each
-// read by the table's (team column, id) index (migration 0018; at most
-// kMaxMergedTeams), false to walk the primary key filtered by scope.
-// Exposed for tests that EXPLAIN it.
-std::string SnapshotPageSql(const std::string& qualified_table, const std::string& team_column,
-                            SnapshotScope scope, size_t teams, bool merged, bool include_deleted,
-                            bool first_page);
 
 // Calls `emit` for each chunk, in table then id order (it may block: that
 // is the stream's flow control; returning an error aborts the read), and
